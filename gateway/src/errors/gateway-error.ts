@@ -1,0 +1,106 @@
+import { randomUUID } from 'node:crypto';
+
+/**
+ * The gateway's one error hierarchy. Each error knows its HTTP status and a
+ * machine-readable type, and gets an id that is returned to the client and
+ * logged, so a report can be matched with its log line. `detail` is shown to
+ * the client: it names what was wrong and never carries secrets.
+ * problem-middleware.ts is the one place that writes them as responses.
+ */
+export abstract class GatewayError extends Error {
+  abstract readonly status: number;
+  /** Short, stable slug; the problem `type` is /problems/<type>. */
+  abstract readonly type: string;
+  abstract readonly title: string;
+  readonly id = randomUUID();
+  /** Extra members of the problem body (e.g. `errors`, `retryAfterSeconds`). */
+  readonly extensions: Record<string, unknown> = {};
+  /** Response headers that belong to this error (e.g. Retry-After). */
+  readonly headers: Record<string, string> = {};
+
+  constructor(readonly detail: string, options?: { cause?: unknown }) {
+    super(detail, options);
+    this.name = new.target.name;
+  }
+}
+
+export interface FieldProblem {
+  /** Where the problem is: "body.steps", "query.limit", "params.deviceId". */
+  field: string;
+  message: string;
+}
+
+export class ValidationError extends GatewayError {
+  readonly status = 400;
+  readonly type = 'validation-failed';
+  readonly title = 'Request validation failed';
+
+  constructor(readonly problems: FieldProblem[]) {
+    super(problems.map((p) => `${p.field}: ${p.message}`).join('; '));
+    this.extensions.errors = problems;
+  }
+}
+
+export class MalformedBodyError extends GatewayError {
+  readonly status = 400;
+  readonly type = 'malformed-body';
+  readonly title = 'Malformed request body';
+}
+
+export class UnauthorizedError extends GatewayError {
+  readonly status = 401;
+  readonly type = 'unauthorized';
+  readonly title = 'Unauthorized';
+
+  constructor() {
+    // Deliberately the same text for every cause, so a caller cannot probe
+    // which check failed; the cause goes to the log only.
+    super('A valid bearer token is required.');
+    this.headers['WWW-Authenticate'] = 'Bearer';
+  }
+}
+
+export class ForbiddenError extends GatewayError {
+  readonly status = 403;
+  readonly type = 'forbidden';
+  readonly title = 'Forbidden';
+}
+
+export class NotFoundError extends GatewayError {
+  readonly status = 404;
+  readonly type = 'not-found';
+  readonly title = 'Not found';
+}
+
+export class PayloadTooLargeError extends GatewayError {
+  readonly status = 413;
+  readonly type = 'payload-too-large';
+  readonly title = 'Payload too large';
+}
+
+export class UnsupportedMediaTypeError extends GatewayError {
+  readonly status = 415;
+  readonly type = 'unsupported-media-type';
+  readonly title = 'Unsupported media type';
+}
+
+export class ServiceUnavailableError extends GatewayError {
+  readonly status = 503;
+  readonly type = 'service-unavailable';
+  readonly title = 'Service unavailable';
+
+  constructor(detail: string, retryAfterSeconds?: number) {
+    super(detail);
+    if (retryAfterSeconds !== undefined) this.headers['Retry-After'] = String(retryAfterSeconds);
+  }
+}
+
+export class InternalError extends GatewayError {
+  readonly status = 500;
+  readonly type = 'internal';
+  readonly title = 'Internal server error';
+
+  constructor(cause?: unknown) {
+    super('The gateway failed to handle the request; quote the error id when reporting it.', { cause });
+  }
+}

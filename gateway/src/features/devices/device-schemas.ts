@@ -1,0 +1,68 @@
+import { z } from 'zod';
+
+const nullableInt = z.number().int().nullable();
+const nullableNumber = z.number().nullable();
+
+export const DeviceMemorySchema = z
+  .object({
+    totalBytes: nullableInt.meta({ description: 'Total memory in bytes; null when not reported.' }),
+    freeBytes: nullableInt.meta({ description: 'Allocatable memory in bytes; null when not reported.' }),
+  })
+  .meta({ id: 'DeviceMemory' });
+
+export const CudaDetailsSchema = z
+  .object({
+    index: z.number().int().meta({ description: 'CUDA ordinal inside the worker.' }),
+    uuid: z.string().nullable(),
+    computeCapability: z.string().meta({ example: '9.0' }),
+    multiprocessorCount: nullableInt,
+    utilizationPercent: nullableInt.meta({ description: 'NVML; null without NVML.' }),
+    memoryUtilizationPercent: nullableInt,
+    temperatureCelsius: nullableNumber,
+    powerWatts: nullableNumber,
+    powerLimitWatts: nullableNumber,
+    driverVersion: z.string().nullable(),
+    cudaRuntimeVersion: z.string().nullable(),
+  })
+  .meta({ id: 'CudaDetails' });
+
+export const CpuDetailsSchema = z
+  .object({
+    modelName: z.string().nullable(),
+    logicalCores: nullableInt,
+    physicalCores: nullableInt,
+    architecture: z.string(),
+    torchThreads: z.number().int(),
+  })
+  .meta({ id: 'CpuDetails' });
+
+export const DeviceSchema = z
+  .object({
+    id: z.string().meta({ description: 'Stable id: the GPU UUID, or "<workerId>:cpu".', example: 'worker-0:cpu' }),
+    workerId: z.string().meta({ description: 'The worker that holds the device.' }),
+    kind: z.enum(['cpu', 'cuda']),
+    name: z.string(),
+    memory: DeviceMemorySchema,
+    cuda: CudaDetailsSchema.nullable(),
+    cpu: CpuDetailsSchema.nullable(),
+  })
+  .meta({ id: 'Device' });
+
+export const MissingWorkerSchema = z
+  .object({
+    workerId: z.string(),
+    reason: z.string().meta({ description: 'Why its devices are missing.' }),
+  })
+  .meta({ id: 'MissingWorker' });
+
+export const DeviceListSchema = z
+  .object({
+    devices: z.array(DeviceSchema),
+    totalCount: z.number().int(),
+    partial: z.boolean().meta({ description: 'True when some worker did not answer; see missingWorkers.' }),
+    missingWorkers: z.array(MissingWorkerSchema),
+  })
+  .meta({ id: 'DeviceList' });
+
+export type Device = z.infer<typeof DeviceSchema>;
+export type DeviceList = z.infer<typeof DeviceListSchema>;

@@ -1,0 +1,24 @@
+import { Router } from 'express';
+import swaggerUi from 'swagger-ui-express';
+import type { OpenApiDocument } from './openapi.js';
+
+/**
+ * Public: GET /api-docs (Swagger UI) and GET /api-docs/openapi.json. Mounted
+ * outside mountRoutes because they serve the document itself rather than an
+ * API operation.
+ */
+export function docsRouter(document: OpenApiDocument): Router {
+  const router = Router();
+  router.get('/api-docs/openapi.json', (_req, res) => {
+    res.json(document);
+  });
+  router.use(
+    '/api-docs',
+    swaggerUi.serve,
+    swaggerUi.setup(undefined, {
+      customSiteTitle: 'device-operations API',
+      swaggerOptions: { url: '/api-docs/openapi.json' },
+    }),
+  );
+  return router;
+}

@@ -1,0 +1,84 @@
+import type { WorkerInfo__Output } from '../../generated/device_ops/v1/WorkerInfo.js';
+import type { WorkerHandle, WorkerPool } from '../workers/worker-handle.js';
+import type { DetailedHealth, WorkerHealth } from './health-schemas.js';
+
+export interface HealthServiceOptions {
+  deadlineMs: number;
+  version: string;
+  now?: () => number;
+}
+
+/** Aggregates every worker's gRPC health and info with the gateway's own facts. */
+export class HealthService {
+  private readonly startedAt = Date.now();
+
+  constructor(
+    private readonly pool: WorkerPool,
+    private readonly options: HealthServiceOptions,
+  ) {}
+
+  async detailed(correlationId: string): Promise<DetailedHealth> {
+    const workers = await Promise.all(this.pool.workers().map((w) => this.checkWorker(w, correlationId)));
+    const serving = workers.filter((w) => w.healthy).length;
+    const status = serving === 0 ? 'unhealthy' : serving === workers.length ? 'healthy' : 'degraded';
+    const memory = process.memoryUsage();
+    return {
+      status,
+      timestamp: new Date().toISOString(),
+      gateway: {
+        version: this.options.version,
+        pid: process.pid,
+        uptimeSeconds: (Date.now() - this.startedAt) / 1000,
+        nodeVersion: process.version,
+        memory: { rssBytes: memory.rss, heapUsedBytes: memory.heapUsed },
+      },
+      workers,
+    };
+  }
+
+  private async checkWorker(worker: WorkerHandle, correlationId: string): Promise<WorkerHealth> {
+    const client = worker.client;
+    let healthy = false;
+    let error: string | null = null;
+    let latencyMs: number | null = null;
+    let info: WorkerInfo__Output | null = null;
+    if (!client) {
+      error = `worker is ${worker.snapshot().state}`;
+    } else {
+      const options = { correlationId, deadlineMs: this.options.deadlineMs };
+      const started = performance.now();
+      const [health, workerInfo] = await Promise.allSettled([client.checkHealth(options), client.getWorkerInfo(options)]);
+      latencyMs = performance.now() - started;
+      if (health.status === 'fulfilled') {
+        healthy = health.value === 'SERVING';
+        if (!healthy) error = `health check answered ${health.value}`;
+        worker.observeHealth(healthy);
+      } else {
+        error = (health.reason as Error).message;
+        worker.observeHealth('unreachable');
+      }
+      if (workerInfo.status === 'fulfilled') info = workerInfo.value;
+    }
+    const snapshot = worker.snapshot();
+    return {
+      id: snapshot.id,
+      mode: snapshot.mode,
+      address: snapshot.address,
+      state: snapshot.state,
+      healthy,
+      error,
+      pid: info?.pid ?? snapshot.pid,
+      uptimeSeconds: info?.uptimeSeconds ?? null,
+      restarts: snapshot.restarts,
+      deviceCount: info?.deviceCount ?? null,
+      version: info?.version ?? null,
+      torchVersion: info?.torchVersion ?? null,
+      cudaAvailable: info?.cudaAvailable ?? null,
+      latencyMs,
+      lastExit: snapshot.lastExit
+        ? { ...snapshot.lastExit, at: snapshot.lastExit.at.toISOString() }
+        : null,
+      nextRestartAt: snapshot.nextRestartAt?.toISOString() ?? null,
+    };
+  }
+}

@@ -1,0 +1,239 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import type { Readable } from 'node:stream';
+import type { Logger, LogLevel } from '../../infra/logger.js';
+import type { WorkerClient } from '../../infra/grpc/worker-client.js';
+import type { WorkerExit, WorkerHandle, WorkerSnapshot, WorkerState } from './worker-handle.js';
+
+export interface LocalWorkerOptions {
+  id: string;
+  python: string;
+  /** Environment of the child, already stripped of the gateway's secrets. */
+  env: NodeJS.ProcessEnv;
+  logLevel: LogLevel;
+  startTimeoutMs: number;
+  backoffInitialMs: number;
+  backoffMaxMs: number;
+  shutdownGraceSeconds: number;
+  healthDeadlineMs: number;
+  logger: Logger;
+  createClient: (workerId: string, address: string) => WorkerClient;
+}
+
+/** A worker that stayed up this long is healthy again: its backoff resets. */
+const STABLE_AFTER_MS = 30_000;
+const WORKER_LEVELS = new Set<LogLevel>(['error', 'warn', 'info', 'debug']);
+
+/**
+ * One supervised worker process on a free loopback port. The worker binds
+ * port 0 and writes `{"port": N}` to file descriptor 3 once it is SERVING,
+ * so there is no race for a port. When it exits it is started again after
+ * an exponential backoff with jitter.
+ */
+export class LocalWorker implements WorkerHandle {
+  private state: WorkerState = 'stopped';
+  private child: ChildProcess | null = null;
+  private address: string | null = null;
+  private currentClient: WorkerClient | null = null;
+  private startedAt: Date | null = null;
+  private lastExit: WorkerExit | null = null;
+  private nextRestartAt: Date | null = null;
+  private restartTimer: NodeJS.Timeout | null = null;
+  private restarts = 0;
+  private consecutiveFailures = 0;
+  private stopping = false;
+  private lastStderrLine: string | null = null;
+  private readonly log: Logger;
+
+  constructor(private readonly options: LocalWorkerOptions) {
+    this.log = options.logger.child({ workerId: options.id });
+  }
+
+  get id(): string {
+    return this.options.id;
+  }
+
+  get client(): WorkerClient | null {
+    return this.currentClient;
+  }
+
+  snapshot(): WorkerSnapshot {
+    return {
+      id: this.id,
+      address: this.address,
+      mode: 'local',
+      state: this.state,
+      pid: this.child?.pid ?? null,
+      restarts: this.restarts,
+      startedAt: this.startedAt,
+      lastExit: this.lastExit,
+      nextRestartAt: this.nextRestartAt,
+    };
+  }
+
+  observeHealth(serving: boolean | 'unreachable'): void {
+    if (this.state === 'serving' || this.state === 'not-serving') {
+      this.state = serving === true ? 'serving' : 'not-serving';
+    }
+  }
+
+  /** Launch the process; resolves once it serves or its first attempt failed. */
+  start(): Promise<void> {
+    this.stopping = false;
+    return this.launch();
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true;
+    if (this.restartTimer) clearTimeout(this.restartTimer);
+    this.restartTimer = null;
+    this.nextRestartAt = null;
+    const child = this.child;
+    if (!child || child.exitCode !== null || child.signalCode !== null) {
+      this.state = 'stopped';
+      return;
+    }
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    child.kill('SIGTERM');
+    const killTimer = setTimeout(() => {
+      this.log.warn('worker did not stop within its grace period; killing it');
+      child.kill('SIGKILL');
+    }, (this.options.shutdownGraceSeconds + 5) * 1000);
+    await exited;
+    clearTimeout(killTimer);
+  }
+
+  private launch(): Promise<void> {
+    const { python, id, env, logLevel, startTimeoutMs } = this.options;
+    this.state = 'starting';
+    this.nextRestartAt = null;
+    this.lastStderrLine = null;
+    const args = ['-m', 'device_ops_worker', '--host', '127.0.0.1', '--port', '0', '--worker-id', id];
+    args.push('--ready-fd', '3', '--log-level', logLevel, '--parent-pid', String(process.pid));
+    args.push('--shutdown-grace-seconds', String(this.options.shutdownGraceSeconds));
+    const child = spawn(python, args, { env, stdio: ['ignore', 'pipe', 'pipe', 'pipe'] });
+    this.child = child;
+    this.startedAt = new Date();
+    this.log.info('starting worker process', { pid: child.pid });
+
+    this.forwardLogs(child.stdout!, 'stdout');
+    this.forwardLogs(child.stderr!, 'stderr');
+
+    return new Promise<void>((resolve) => {
+      let settled = false;
+      const settle = () => {
+        if (!settled) {
+          settled = true;
+          clearTimeout(startTimer);
+          resolve();
+        }
+      };
+      const startTimer = setTimeout(() => {
+        if (this.state === 'starting' && this.child === child) {
+          this.log.error('worker did not become ready in time; killing it', { timeoutMs: startTimeoutMs });
+          child.kill('SIGKILL');
+        }
+      }, startTimeoutMs);
+
+      const ready = createInterface({ input: child.stdio[3] as Readable });
+      ready.once('line', (line) => {
+        ready.close();
+        void this.onAnnounced(child, line).finally(settle);
+      });
+      child.once('error', (error) => {
+        this.log.error('could not launch worker process', { err: error });
+      });
+      child.once('exit', (code, signal) => {
+        ready.close();
+        this.onExit(child, code, signal);
+        settle();
+      });
+    });
+  }
+
+  private async onAnnounced(child: ChildProcess, line: string): Promise<void> {
+    let port: number;
+    try {
+      port = Number((JSON.parse(line) as { port?: unknown }).port);
+      if (!Number.isInteger(port) || port <= 0) throw new Error(`bad port ${String(port)}`);
+    } catch (error) {
+      this.log.error('worker announced an unreadable ready message; killing it', { err: error });
+      child.kill('SIGKILL');
+      return;
+    }
+    if (this.child !== child) return;
+    this.address = `127.0.0.1:${port}`;
+    this.currentClient = this.options.createClient(this.id, this.address);
+    try {
+      const status = await this.currentClient.checkHealth({ deadlineMs: this.options.healthDeadlineMs });
+      if (this.child !== child) return;
+      this.state = status === 'SERVING' ? 'serving' : 'not-serving';
+      this.log.info('worker ready', { pid: child.pid, address: this.address, health: status });
+    } catch (error) {
+      this.log.warn('worker announced its port but failed its first health check', { err: error });
+      if (this.child === child) this.state = 'not-serving';
+    }
+  }
+
+  private onExit(child: ChildProcess, code: number | null, signal: NodeJS.Signals | null): void {
+    if (this.child !== child) return;
+    this.currentClient?.close();
+    this.currentClient = null;
+    this.address = null;
+    this.child = null;
+    this.lastExit = { code, signal, at: new Date(), lastError: this.lastStderrLine };
+    if (this.stopping) {
+      this.state = 'stopped';
+      this.log.info('worker stopped', { code, signal });
+      return;
+    }
+    const ranForMs = Date.now() - (this.startedAt?.getTime() ?? Date.now());
+    this.consecutiveFailures = ranForMs >= STABLE_AFTER_MS ? 1 : this.consecutiveFailures + 1;
+    const delayMs = this.backoffMs();
+    this.state = 'restarting';
+    this.nextRestartAt = new Date(Date.now() + delayMs);
+    this.log.error('worker exited; restarting it', {
+      code,
+      signal,
+      ranForMs,
+      restartInMs: delayMs,
+      lastError: this.lastStderrLine,
+    });
+    this.restartTimer = setTimeout(() => {
+      this.restartTimer = null;
+      this.restarts += 1;
+      void this.launch();
+    }, delayMs);
+  }
+
+  /** initial × 2^(failures−1), capped, with ±20 % jitter so workers do not restart in step. */
+  private backoffMs(): number {
+    const { backoffInitialMs, backoffMaxMs } = this.options;
+    const base = Math.min(backoffMaxMs, backoffInitialMs * 2 ** Math.min(this.consecutiveFailures - 1, 30));
+    return Math.round(base * (0.8 + Math.random() * 0.4));
+  }
+
+  /** Worker stdout is JSON lines; re-emit each in the gateway's log stream. */
+  private forwardLogs(stream: Readable, name: 'stdout' | 'stderr'): void {
+    const lines = createInterface({ input: stream });
+    lines.on('line', (line) => {
+      if (!line.trim()) return;
+      if (name === 'stderr') this.lastStderrLine = line.trim().slice(0, 500);
+      let entry: Record<string, unknown> | null = null;
+      if (line.startsWith('{')) {
+        try {
+          entry = JSON.parse(line) as Record<string, unknown>;
+        } catch {
+          entry = null;
+        }
+      }
+      if (entry && typeof entry.message === 'string') {
+        const { message, level, timestamp: _timestamp, ...fields } = entry;
+        const lvl = WORKER_LEVELS.has(level as LogLevel) ? (level as LogLevel) : 'info';
+        this.log.log(lvl, message, { ...fields, source: 'worker' });
+      } else {
+        this.log.warn('worker output', { stream: name, line: line.slice(0, 2000), source: 'worker' });
+      }
+    });
+  }
+}

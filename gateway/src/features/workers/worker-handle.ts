@@ -1,0 +1,50 @@
+import type { WorkerApi } from '../../infra/grpc/worker-client.js';
+
+/**
+ * What the gateway knows about a worker without asking it.
+ * starting — launched, not yet SERVING; serving — answered SERVING;
+ * not-serving — reachable but not SERVING; restarting — exited, waiting for
+ * its backoff; unreachable — a remote worker that did not answer;
+ * stopped — stopped by the gateway.
+ */
+export type WorkerState = 'starting' | 'serving' | 'not-serving' | 'restarting' | 'unreachable' | 'stopped';
+
+export interface WorkerExit {
+  code: number | null;
+  signal: string | null;
+  at: Date;
+  /** Last line the worker wrote to stderr before exiting, if any. */
+  lastError: string | null;
+}
+
+export interface WorkerSnapshot {
+  id: string;
+  /** host:port the gateway calls; null while a local worker has no port. */
+  address: string | null;
+  /** Whether the gateway launched it (local) or was given its address (remote). */
+  mode: 'local' | 'remote';
+  state: WorkerState;
+  pid: number | null;
+  restarts: number;
+  startedAt: Date | null;
+  lastExit: WorkerExit | null;
+  nextRestartAt: Date | null;
+}
+
+export interface WorkerHandle {
+  readonly id: string;
+  /** The worker's client; null while there is nothing to call (restarting). */
+  readonly client: WorkerApi | null;
+  snapshot(): WorkerSnapshot;
+  /** Record what a live health check found (remote workers track state this way). */
+  observeHealth(serving: boolean | 'unreachable'): void;
+}
+
+export interface WorkerPool {
+  readonly mode: 'local' | 'remote';
+  /** Launch or connect; resolves when each worker served or failed its first start. */
+  start(): Promise<void>;
+  /** Stop local workers (SIGTERM, then SIGKILL after the grace) and close channels. */
+  stop(): Promise<void>;
+  workers(): readonly WorkerHandle[];
+}

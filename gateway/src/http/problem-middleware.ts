@@ -1,0 +1,61 @@
+import type { NextFunction, Request, Response } from 'express';
+import {
+  GatewayError,
+  InternalError,
+  MalformedBodyError,
+  NotFoundError,
+  PayloadTooLargeError,
+  UnsupportedMediaTypeError,
+} from '../errors/gateway-error.js';
+
+export const PROBLEM_CONTENT_TYPE = 'application/problem+json';
+
+/** body-parser errors carry a `type`; turn the ones a client causes into ours. */
+function fromBodyParser(error: unknown): GatewayError | null {
+  const type = (error as { type?: unknown }).type;
+  if (type === 'entity.parse.failed') return new MalformedBodyError('The request body is not valid JSON.');
+  if (type === 'entity.too.large') return new PayloadTooLargeError('The request body exceeds the size limit.');
+  if (type === 'charset.unsupported' || type === 'encoding.unsupported')
+    return new UnsupportedMediaTypeError('The request body encoding is not supported.');
+  return null;
+}
+
+export function toGatewayError(error: unknown): GatewayError {
+  if (error instanceof GatewayError) return error;
+  return fromBodyParser(error) ?? new InternalError(error);
+}
+
+/** The one place that writes errors: RFC 9457 problem+json, no stack traces. */
+export function problemMiddleware() {
+  return (error: unknown, req: Request, res: Response, next: NextFunction): void => {
+    const problem = toGatewayError(error);
+    const log = req.context?.log;
+    const fields = { errorId: problem.id, status: problem.status, type: problem.type, err: error };
+    if (problem.status >= 500) log?.error('request failed', fields);
+    else log?.info('request refused', { errorId: problem.id, status: problem.status, type: problem.type, detail: problem.detail });
+    if (res.headersSent) {
+      next(error);
+      return;
+    }
+    res.status(problem.status);
+    for (const [name, value] of Object.entries(problem.headers)) res.setHeader(name, value);
+    res.type(PROBLEM_CONTENT_TYPE).send(
+      JSON.stringify({
+        type: `/problems/${problem.type}`,
+        title: problem.title,
+        status: problem.status,
+        detail: problem.detail,
+        instance: req.originalUrl.split('?')[0],
+        errorId: problem.id,
+        correlationId: req.context?.correlationId,
+        ...problem.extensions,
+      }),
+    );
+  };
+}
+
+export function notFoundHandler() {
+  return (req: Request, _res: Response, next: NextFunction): void => {
+    next(new NotFoundError(`No route for ${req.method} ${req.path}.`));
+  };
+}

@@ -1,0 +1,80 @@
+import type { Writable } from 'node:stream';
+import winston from 'winston';
+
+export type LogLevel = 'error' | 'warn' | 'info' | 'debug';
+export type LogFields = Record<string, unknown>;
+
+/**
+ * The logging interface the code depends on. Levels mean something:
+ * error — someone must act; warn — trouble that heals itself; info — a
+ * lifecycle event or a request; debug — detail for development.
+ * Pass errors as `{ err }`, never interpolated into the message.
+ */
+export interface Logger {
+  error(message: string, fields?: LogFields): void;
+  warn(message: string, fields?: LogFields): void;
+  info(message: string, fields?: LogFields): void;
+  debug(message: string, fields?: LogFields): void;
+  log(level: LogLevel, message: string, fields?: LogFields): void;
+  child(fields: LogFields): Logger;
+}
+
+export interface LoggerOptions {
+  level: LogLevel;
+  /** Where JSON lines go; stdout by default. Tests pass a memory stream. */
+  stream?: Writable;
+  /** Fields on every line. */
+  defaultFields?: LogFields;
+}
+
+// Errors become plain objects: winston's JSON format drops Error properties.
+const serializeErrors = winston.format((info) => {
+  for (const [key, value] of Object.entries(info)) {
+    if (value instanceof Error) {
+      info[key] = { name: value.name, message: value.message, stack: value.stack, code: (value as { code?: unknown }).code };
+    }
+  }
+  return info;
+});
+
+class WinstonLogger implements Logger {
+  constructor(private readonly inner: winston.Logger) {}
+
+  error(message: string, fields?: LogFields): void {
+    this.inner.error(message, fields);
+  }
+
+  warn(message: string, fields?: LogFields): void {
+    this.inner.warn(message, fields);
+  }
+
+  info(message: string, fields?: LogFields): void {
+    this.inner.info(message, fields);
+  }
+
+  debug(message: string, fields?: LogFields): void {
+    this.inner.debug(message, fields);
+  }
+
+  log(level: LogLevel, message: string, fields?: LogFields): void {
+    this.inner.log(level, message, fields);
+  }
+
+  child(fields: LogFields): Logger {
+    return new WinstonLogger(this.inner.child(fields));
+  }
+}
+
+export function createLogger(options: LoggerOptions): Logger {
+  const transport = options.stream
+    ? new winston.transports.Stream({ stream: options.stream })
+    : new winston.transports.Console();
+  const inner = winston.createLogger({
+    level: options.level,
+    levels: { error: 0, warn: 1, info: 2, debug: 3 },
+    defaultMeta: { service: 'gateway', ...options.defaultFields },
+    format: winston.format.combine(winston.format.timestamp(), serializeErrors(), winston.format.json()),
+    transports: [transport],
+  });
+  return new WinstonLogger(inner);
+}

@@ -1,0 +1,64 @@
+import { once } from 'node:events';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Writable } from 'node:stream';
+import { createApp } from './app.js';
+import { loadConfig, type Config } from './config/config.js';
+import { createWorkerPool } from './features/workers/create-worker-pool.js';
+import type { WorkerPool } from './features/workers/worker-handle.js';
+import { createLogger, type Logger } from './infra/logger.js';
+import { readGatewayVersion } from './version.js';
+
+export interface RunningGateway {
+  config: Config;
+  url: string;
+  server: Server;
+  workers: WorkerPool;
+  logger: Logger;
+  /** Stop accepting, let in-flight requests finish (up to the grace), stop workers. */
+  close(): Promise<void>;
+}
+
+export interface StartOptions {
+  /** Where JSON log lines go (stdout by default); tests capture them. */
+  logStream?: Writable;
+}
+
+/** Boot the whole gateway: config, logger, workers, HTTP server. */
+export async function startGateway(env: NodeJS.ProcessEnv, options: StartOptions = {}): Promise<RunningGateway> {
+  const config = loadConfig(env);
+  const logger = createLogger({ level: config.logLevel, ...(options.logStream ? { stream: options.logStream } : {}) });
+  const version = readGatewayVersion();
+  const workers = await createWorkerPool(config, logger, env);
+  await workers.start();
+
+  const { app } = createApp(config, { logger, workers, version });
+  const server = app.listen(config.port, config.host);
+  // Cut off clients that dribble headers or bodies (slowloris).
+  server.headersTimeout = 10_000;
+  server.requestTimeout = 30_000;
+  await once(server, 'listening');
+  const { port } = server.address() as AddressInfo;
+  const host = config.host === '0.0.0.0' || config.host === '::' ? 'localhost' : config.host;
+  const url = `http://${host}:${port}`;
+  logger.info('gateway listening', { url, version, workerMode: workers.mode, workers: workers.workers().length });
+
+  let closing: Promise<void> | null = null;
+  const close = () => {
+    closing ??= (async () => {
+      logger.info('gateway draining', { graceSeconds: config.shutdownGraceSeconds });
+      const drained = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeIdleConnections();
+      const grace = setTimeout(() => {
+        logger.warn('grace period over; closing remaining connections');
+        server.closeAllConnections();
+      }, config.shutdownGraceSeconds * 1000);
+      await drained;
+      clearTimeout(grace);
+      await workers.stop();
+      logger.info('gateway stopped');
+    })();
+    return closing;
+  };
+  return { config, url, server, workers, logger, close };
+}

@@ -1,0 +1,42 @@
+import { createApp } from '../../src/app.js';
+import { loadConfig } from '../../src/config/config.js';
+import { FakeWorker, FakeWorkerPool } from '../../src/features/workers/fake-worker-pool.js';
+import { createLogger } from '../../src/infra/logger.js';
+import type { Device__Output } from '../../src/generated/device_ops/v1/Device.js';
+import { testEnv } from './env.js';
+import { listen, type Listening } from './http.js';
+import { LogCapture } from './log-capture.js';
+
+export const cpuDevice = (workerId: string): Device__Output => ({
+  id: `${workerId}:cpu`,
+  kind: 'DEVICE_KIND_CPU',
+  name: 'Test CPU',
+  memory: { totalBytes: 1024, freeBytes: 512 },
+  cpu: { modelName: 'Test CPU', logicalCores: 4, physicalCores: 2, architecture: 'x86_64', torchThreads: 4 },
+  details: 'cpu',
+});
+
+export interface FakeGateway extends Listening {
+  pool: FakeWorkerPool;
+  logs: LogCapture;
+}
+
+/** The real app (auth, validation, routes, errors) over fake workers, on a real port. */
+export async function startFakeGateway(
+  workerIds: string[] = ['worker-0'],
+  env: Record<string, string> = {},
+): Promise<FakeGateway> {
+  const fakes = workerIds.map((id) => {
+    const fake = new FakeWorker(id);
+    fake.devices = [cpuDevice(id)];
+    return fake;
+  });
+  const pool = new FakeWorkerPool(fakes);
+  const logs = new LogCapture();
+  const { app } = createApp(loadConfig(testEnv(env)), {
+    logger: createLogger({ level: 'debug', stream: logs }),
+    workers: pool,
+    version: 'test',
+  });
+  return { ...(await listen(app)), pool, logs };
+}

@@ -1,0 +1,42 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { getJson } from '../helpers/http.js';
+import { startFakeGateway, type FakeGateway } from '../helpers/fake-app.js';
+
+interface Operation {
+  security?: unknown[];
+  responses: Record<string, { content?: Record<string, unknown> }>;
+}
+
+describe('API documentation', () => {
+  let gateway: FakeGateway;
+  beforeAll(async () => {
+    gateway = await startFakeGateway();
+  });
+  afterAll(() => gateway.close());
+
+  it('serves an OpenAPI 3.1 document of every route', async () => {
+    const { status, body } = await getJson(`${gateway.url}/api-docs/openapi.json`);
+    expect(status).toBe(200);
+    expect(body!.openapi).toBe('3.1.0');
+    const paths = body!.paths as Record<string, Record<string, Operation>>;
+    expect(Object.keys(paths).sort()).toEqual(['/api/device/list', '/health', '/health/detailed']);
+    // Auth is part of each operation: public ones have none, the rest bearer.
+    expect(paths['/health']!.get!.security).toEqual([]);
+    expect(paths['/api/device/list']!.get!.security).toEqual([{ bearerAuth: [] }]);
+    expect(Object.keys(paths['/api/device/list']!.get!.responses).sort()).toEqual(['200', '401', '503']);
+    expect(paths['/api/device/list']!.get!.responses['401']!.content).toHaveProperty(['application/problem+json']);
+    const schemas = (body!.components as { schemas: Record<string, unknown> }).schemas;
+    expect(Object.keys(schemas)).toEqual(expect.arrayContaining(['Device', 'DeviceList', 'DetailedHealth', 'Problem']));
+  });
+
+  it('renders Swagger UI at /api-docs', async () => {
+    const response = await fetch(`${gateway.url}/api-docs/`);
+    expect(response.status).toBe(200);
+    expect(response.headers.get('content-type')).toMatch(/^text\/html/);
+    const html = await response.text();
+    expect(html).toContain('swagger-ui');
+    const init = await fetch(`${gateway.url}/api-docs/swagger-ui-init.js`);
+    expect(init.status).toBe(200);
+    expect(await init.text()).toContain('/api-docs/openapi.json');
+  });
+});

@@ -1,0 +1,65 @@
+"""The worker's one exception hierarchy.
+
+Each exception carries the status it maps to, by name, so that code below the
+servicer never imports grpc. ``interceptors.ErrorMappingInterceptor`` turns
+them into gRPC statuses; anything else becomes INTERNAL with a generic message.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class Status(enum.Enum):
+    """Statuses a domain error may carry; names match grpc.StatusCode."""
+
+    INVALID_ARGUMENT = "INVALID_ARGUMENT"
+    NOT_FOUND = "NOT_FOUND"
+    FAILED_PRECONDITION = "FAILED_PRECONDITION"
+    RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
+    CANCELLED = "CANCELLED"
+    DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
+    UNAVAILABLE = "UNAVAILABLE"
+    INTERNAL = "INTERNAL"
+
+
+class WorkerError(Exception):
+    """Base of every error the worker reports to its caller on purpose.
+
+    The message is shown to the caller, so it must name what was wrong and
+    never carry secrets or internal paths.
+    """
+
+    status: Status = Status.INTERNAL
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidArgumentError(WorkerError):
+    status = Status.INVALID_ARGUMENT
+
+
+class NotFoundError(WorkerError):
+    status = Status.NOT_FOUND
+
+
+class FailedPreconditionError(WorkerError):
+    status = Status.FAILED_PRECONDITION
+
+
+class ResourceExhaustedError(WorkerError):
+    status = Status.RESOURCE_EXHAUSTED
+
+
+class CancelledError(WorkerError):
+    status = Status.CANCELLED
+
+
+class DeadlineExceededError(WorkerError):
+    status = Status.DEADLINE_EXCEEDED
+
+
+class UnavailableError(WorkerError):
+    status = Status.UNAVAILABLE

@@ -1,0 +1,62 @@
+"""What the worker does, in domain terms. No grpc or protobuf here."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import socket
+import time
+from dataclasses import dataclass
+
+import torch
+
+from . import __version__
+from .devices import Device, DeviceProbe
+from .devices.nvml import Nvml
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    worker_id: str
+    version: str
+    pid: int
+    hostname: str
+    started_at_unix_ms: int
+    uptime_seconds: float
+    python_version: str
+    torch_version: str
+    cuda_available: bool
+    device_count: int
+    nvml_available: bool
+
+
+class WorkerService:
+    """Facts about this worker and its devices."""
+
+    def __init__(self, worker_id: str, probe: DeviceProbe, nvml: Nvml) -> None:
+        self._worker_id = worker_id
+        self._probe = probe
+        self._nvml = nvml
+        self._started_wall_ms = int(time.time() * 1000)
+        self._started_monotonic = time.monotonic()
+
+    async def list_devices(self) -> list[Device]:
+        # torch and NVML calls block; keep them off the event loop.
+        return await asyncio.to_thread(self._probe.list_devices)
+
+    async def worker_info(self) -> WorkerInfo:
+        cuda_count = await asyncio.to_thread(self._probe.cuda_device_count)
+        return WorkerInfo(
+            worker_id=self._worker_id,
+            version=__version__,
+            pid=os.getpid(),
+            hostname=socket.gethostname(),
+            started_at_unix_ms=self._started_wall_ms,
+            uptime_seconds=time.monotonic() - self._started_monotonic,
+            python_version=platform.python_version(),
+            torch_version=torch.__version__,
+            cuda_available=cuda_count > 0,
+            device_count=cuda_count + 1,
+            nvml_available=self._nvml.available,
+        )

@@ -1,0 +1,60 @@
+"""Settings are parsed once; a bad one is named in one line and exits non-zero."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from device_ops_worker.settings import LogLevel, SettingsError, parse_settings
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def test_defaults() -> None:
+    settings = parse_settings([], {})
+    assert settings.host == "127.0.0.1"
+    assert settings.port == 50051
+    assert settings.log_level is LogLevel.INFO
+    assert settings.ready_fd is None
+    assert settings.parent_pid is None
+
+
+def test_flags_win_over_environment() -> None:
+    settings = parse_settings(["--port", "7000"], {"WORKER_PORT": "6000", "WORKER_ID": "w9", "LOG_LEVEL": "DEBUG"})
+    assert settings.port == 7000
+    assert settings.worker_id == "w9"
+    assert settings.log_level is LogLevel.DEBUG
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "name"),
+    [
+        (["--port", "abc"], {}, "WORKER_PORT"),
+        ([], {"WORKER_PORT": "70000"}, "WORKER_PORT"),
+        ([], {"LOG_LEVEL": "loud"}, "LOG_LEVEL"),
+        ([], {"SHUTDOWN_GRACE_SECONDS": "-1"}, "SHUTDOWN_GRACE_SECONDS"),
+        (["--ready-fd", "1"], {}, "WORKER_READY_FD"),
+    ],
+)
+def test_bad_setting_names_the_variable(argv: list[str], env: dict[str, str], name: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        parse_settings(argv, env)
+    assert caught.value.name == name
+    assert name in str(caught.value)
+
+
+def test_main_exits_non_zero_with_one_line() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "device_ops_worker", "--log-level", "loud"],
+        env={"PYTHONPATH": str(SRC)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "LOG_LEVEL" in lines[0]
