@@ -4,7 +4,7 @@
 // `npm start`) a .env with a generated JWT secret. Each step is skipped when
 // its inputs did not change, so a second run takes seconds.
 import { randomBytes } from 'node:crypto';
-import { copyFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { generateAll } from './gen-proto.mjs';
@@ -77,7 +77,9 @@ export function ensureEnvFile() {
   copyFileSync(join(paths.root, '.env.example'), envFile);
   const secret = randomBytes(48).toString('base64url');
   const text = readFileSync(envFile, 'utf8').replace(/^JWT_SECRET=.*$/m, `JWT_SECRET=${secret}`);
-  writeFileSync(envFile, text, { mode: 0o600 });
+  writeFileSync(envFile, text);
+  // It holds a secret: readable by its owner only.
+  chmodSync(envFile, 0o600);
   step('Created .env from .env.example with a generated JWT_SECRET');
 }
 
