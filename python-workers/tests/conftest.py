@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 import pytest
@@ -16,7 +17,7 @@ from device_ops_worker.settings import LogLevel, Settings
 WORKER_ID = "test-worker"
 
 
-def make_settings(**overrides: object) -> Settings:
+def make_settings(tmp: Path, **overrides: object) -> Settings:
     values: dict[str, object] = {
         "worker_id": WORKER_ID,
         "host": "127.0.0.1",
@@ -25,6 +26,16 @@ def make_settings(**overrides: object) -> Settings:
         "log_level": LogLevel.INFO,
         "shutdown_grace_seconds": 1.0,
         "parent_pid": None,
+        "model_directory": tmp / "models",
+        "output_directory": tmp / "outputs",
+        "cache_directory": tmp / "cache",
+        "allow_pickle_models": False,
+        "max_loaded_models": 4,
+        "max_queue_per_device": 64,
+        "max_batch_size": 64,
+        "max_batch_delay_ms": 2.0,
+        "device_memory_fraction": 0.9,
+        "metrics_port": -1,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
@@ -39,8 +50,8 @@ class Worker:
 
 
 @pytest.fixture
-async def worker() -> AsyncIterator[Worker]:
-    running = await start_server(make_settings())
+async def worker(tmp_path: Path) -> AsyncIterator[Worker]:
+    running = await start_server(make_settings(tmp_path))
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
     try:
         yield Worker(

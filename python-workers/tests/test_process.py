@@ -18,10 +18,15 @@ from device_ops.v1 import devices_pb2, worker_service_pb2_grpc
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
-def test_process_announces_port_serves_and_stops_cleanly() -> None:
+def test_process_announces_port_serves_and_stops_cleanly(tmp_path: Path) -> None:
     read_end, write_end = os.pipe()
     process = subprocess.Popen(
-        [sys.executable, "-m", "device_ops_worker", "--port", "0", "--worker-id", "proc", "--ready-fd", str(write_end)],
+        [
+            sys.executable, "-m", "device_ops_worker", "--port", "0", "--worker-id", "proc",
+            "--ready-fd", str(write_end), "--metrics-port", "0",
+            "--model-directory", str(tmp_path / "models"), "--output-directory", str(tmp_path / "out"),
+            "--cache-directory", str(tmp_path / "cache"),
+        ],
         env={**os.environ, "PYTHONPATH": str(SRC)},
         pass_fds=(write_end,),
         stdout=subprocess.PIPE,
@@ -34,6 +39,7 @@ def test_process_announces_port_serves_and_stops_cleanly() -> None:
             announcement = json.loads(ready.readline())
         port = announcement["port"]
         assert port > 0
+        assert announcement["metricsPort"] > 0
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
             assert status.status == health_pb2.HealthCheckResponse.SERVING

@@ -20,6 +20,11 @@ def test_defaults() -> None:
     assert settings.log_level is LogLevel.INFO
     assert settings.ready_fd is None
     assert settings.parent_pid is None
+    assert settings.allow_pickle_models is False
+    assert settings.max_loaded_models == 4
+    assert settings.max_queue_per_device == 64
+    assert settings.metrics_port == 9101
+    assert settings.model_directory.is_absolute()
 
 
 def test_flags_win_over_environment() -> None:
@@ -37,6 +42,10 @@ def test_flags_win_over_environment() -> None:
         ([], {"LOG_LEVEL": "loud"}, "LOG_LEVEL"),
         ([], {"SHUTDOWN_GRACE_SECONDS": "-1"}, "SHUTDOWN_GRACE_SECONDS"),
         (["--ready-fd", "1"], {}, "WORKER_READY_FD"),
+        ([], {"ALLOW_PICKLE_MODELS": "maybe"}, "ALLOW_PICKLE_MODELS"),
+        ([], {"MAX_QUEUE_PER_DEVICE": "0"}, "MAX_QUEUE_PER_DEVICE"),
+        ([], {"DEVICE_MEMORY_FRACTION": "1.5"}, "DEVICE_MEMORY_FRACTION"),
+        ([], {"METRICS_PORT": "-5"}, "METRICS_PORT"),
     ],
 )
 def test_bad_setting_names_the_variable(argv: list[str], env: dict[str, str], name: str) -> None:

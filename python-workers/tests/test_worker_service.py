@@ -11,7 +11,7 @@ import pytest
 import torch
 from grpc_health.v1 import health_pb2
 
-from device_ops.v1 import devices_pb2, inference_pb2, memory_pb2, models_pb2, worker_info_pb2
+from device_ops.v1 import devices_pb2, worker_info_pb2
 from device_ops_worker import __version__
 
 from .conftest import WORKER_ID, Worker
@@ -40,6 +40,7 @@ async def test_list_devices_reports_the_real_cpu(worker: Worker) -> None:
     assert cpu.cpu.architecture == platform.machine()
     assert cpu.cpu.torch_threads == torch.get_num_threads()
     assert cpu.memory.total_bytes == psutil.virtual_memory().total
+    assert list(cpu.supported_dtypes) == ["float32", "bfloat16"]
     assert 0 < cpu.memory.free_bytes <= cpu.memory.total_bytes
     # The CPU comes last, after every CUDA device in ordinal order.
     assert response.devices[-1].id == cpu.id
@@ -80,30 +81,3 @@ async def test_get_worker_info(worker: Worker) -> None:
     assert info.cuda_available == torch.cuda.is_available()
     assert info.uptime_seconds >= 0
     assert info.started_at_unix_ms > 0
-
-
-@pytest.mark.parametrize(
-    ("rpc", "request_message"),
-    [
-        ("ListModels", models_pb2.ListModelsRequest()),
-        ("ValidateModel", models_pb2.ValidateModelRequest(model="m")),
-        ("LoadModel", models_pb2.LoadModelRequest(model="m")),
-        ("UnloadModel", models_pb2.UnloadModelRequest(model="m")),
-        ("CancelJob", inference_pb2.CancelJobRequest(job_id="j")),
-        ("GetMemoryStatus", memory_pb2.GetMemoryStatusRequest()),
-        ("ClearMemory", memory_pb2.ClearMemoryRequest()),
-    ],
-)
-async def test_designed_rpcs_answer_unimplemented(worker: Worker, rpc: str, request_message: object) -> None:
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await getattr(worker.stub, rpc)(request_message, timeout=5)
-    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert rpc in (caught.value.details() or "")
-
-
-async def test_infer_stream_answers_unimplemented(worker: Worker) -> None:
-    call = worker.stub.Infer(inference_pb2.InferRequest(job_id="j", model="m"), timeout=5)
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        async for _ in call:
-            pass
-    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED

@@ -28,6 +28,11 @@ const hostPort = z
   .trim()
   .regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'must be host:port')
   .refine((value) => Number(value.slice(value.lastIndexOf(':') + 1)) <= 65535, 'port must be at most 65535');
+const directory = (fallback: string) =>
+  z
+    .string()
+    .default(fallback)
+    .transform((value) => (isAbsolute(value) ? value : resolve(repoRoot, value)));
 const commaList = <S extends z.ZodType<unknown, string>>(item: S) =>
   z
     .string()
@@ -87,6 +92,21 @@ export const settings = {
     'WORKER_RESTART_BACKOFF_MAX_MS',
     'Longest delay between restarts of a failing local worker.',
     int(100, 600_000).default(30_000),
+  ),
+  modelDirectory: setting(
+    'MODEL_DIRECTORY',
+    'Model repository local workers serve (one folder or file per model); relative to the repository root.',
+    directory('var/models'),
+  ),
+  outputDirectory: setting(
+    'OUTPUT_DIRECTORY',
+    'Where local workers write generated files; relative to the repository root.',
+    directory('var/outputs'),
+  ),
+  cacheDirectory: setting(
+    'CACHE_DIRECTORY',
+    'Library caches of local workers (Hugging Face); relative to the repository root.',
+    directory('var/cache'),
   ),
   grpcDeadlineMs: setting(
     'GRPC_DEADLINE_MS',

@@ -1,5 +1,16 @@
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
 /** A complete, valid environment for a test gateway on a free loopback port. */
 export const TEST_JWT_SECRET = 'test-secret-0123456789-abcdefghijklmnop';
+
+let scratch: string | undefined;
+/** One scratch folder per test file for workers' models, outputs and caches. */
+export function scratchDir(): string {
+  scratch ??= mkdtempSync(join(tmpdir(), 'device-ops-test-'));
+  return scratch;
+}
 
 export function testEnv(overrides: Record<string, string | undefined> = {}): NodeJS.ProcessEnv {
   return {
@@ -11,6 +22,9 @@ export function testEnv(overrides: Record<string, string | undefined> = {}): Nod
     JWT_SECRET: TEST_JWT_SECRET,
     WORKER_RESTART_BACKOFF_MS: '200',
     SHUTDOWN_GRACE_SECONDS: '2',
+    MODEL_DIRECTORY: join(scratchDir(), 'models'),
+    OUTPUT_DIRECTORY: join(scratchDir(), 'outputs'),
+    CACHE_DIRECTORY: join(scratchDir(), 'cache'),
     ...overrides,
   };
 }

@@ -12,6 +12,7 @@ export const cpuDevice = (workerId: string): Device__Output => ({
   kind: 'DEVICE_KIND_CPU',
   name: 'Test CPU',
   memory: { totalBytes: 1024, freeBytes: 512 },
+  supportedDtypes: ['float32', 'bfloat16'],
   cpu: { modelName: 'Test CPU', logicalCores: 4, physicalCores: 2, architecture: 'x86_64', torchThreads: 4 },
   details: 'cpu',
 });

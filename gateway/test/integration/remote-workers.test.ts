@@ -1,4 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import type { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -12,9 +15,11 @@ import { signToken } from '../helpers/tokens.js';
 import { testEnv } from '../helpers/env.js';
 
 /** A worker started by hand, as docker-compose would: the gateway only gets its address. */
-async function startStandaloneWorker(id: string): Promise<{ child: ChildProcess; address: string }> {
+async function startStandaloneWorker(id: string, dir: string): Promise<{ child: ChildProcess; address: string }> {
   const python = loadConfig(testEnv()).workerPython;
-  const child = spawn(python, ['-m', 'device_ops_worker', '--port', '0', '--worker-id', id, '--ready-fd', '3'], {
+  const args = ['-m', 'device_ops_worker', '--port', '0', '--worker-id', id, '--ready-fd', '3', '--metrics-port', '-1'];
+  args.push('--model-directory', join(dir, 'models'), '--output-directory', join(dir, 'outputs'), '--cache-directory', join(dir, 'cache'));
+  const child = spawn(python, args, {
     env: workerEnvironment(process.env),
     stdio: ['ignore', 'ignore', 'inherit', 'pipe'],
   });
@@ -32,7 +37,7 @@ describe('WORKER_ADDRESSES: remote workers', () => {
   const deadAddress = '127.0.0.1:1';
 
   beforeAll(async () => {
-    worker = await startStandaloneWorker('remote-a');
+    worker = await startStandaloneWorker('remote-a', mkdtempSync(join(tmpdir(), 'remote-worker-')));
     real = await startRealGateway({ WORKER_ADDRESSES: `${worker.address},${deadAddress}`, GRPC_DEADLINE_MS: '2000' });
   });
   afterAll(async () => {

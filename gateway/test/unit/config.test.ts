@@ -14,6 +14,7 @@ describe('config', () => {
     expect(config.workerAddresses).toBeUndefined();
     expect(config.logLevel).toBe('info');
     expect(config.workerPython).toBe(join(repoRoot, 'python-workers/.venv/bin/python'));
+    expect(config.modelDirectory).toBe(join(repoRoot, 'var/models'));
     expect(Object.isFrozen(config)).toBe(true);
   });
 

@@ -9,6 +9,7 @@ describe('worker device → REST device', () => {
       kind: 'DEVICE_KIND_CUDA',
       name: 'NVIDIA H100 80GB HBM3',
       memory: { totalBytes: 85_029_158_912, freeBytes: 84_000_000_000 },
+      supportedDtypes: ['float16', 'bfloat16', 'float32'],
       cuda: {
         index: 0,
         uuid: 'GPU-8f3a',
@@ -30,6 +31,7 @@ describe('worker device → REST device', () => {
       kind: 'cuda',
       name: 'NVIDIA H100 80GB HBM3',
       memory: { totalBytes: 85_029_158_912, freeBytes: 84_000_000_000 },
+      supportedDtypes: ['float16', 'bfloat16', 'float32'],
       cuda: {
         index: 0,
         uuid: 'GPU-8f3a',
@@ -53,6 +55,7 @@ describe('worker device → REST device', () => {
       kind: 'DEVICE_KIND_CUDA',
       name: 'GPU',
       memory: { totalBytes: 1, freeBytes: 0 },
+      supportedDtypes: [],
       cuda: { index: 1, computeCapability: '8.0', cudaRuntimeVersion: '12.4' } as never,
       details: 'cuda',
     });

@@ -6,7 +6,16 @@ import asyncio
 import os
 import sys
 
-from .settings import SettingsError, parse_settings
+from .settings import Settings, SettingsError, parse_settings
+
+
+def _offline_environment(settings: Settings) -> None:
+    # Models come only from MODEL_DIRECTORY: libraries must never reach for a
+    # hub, and their caches live where the operator said.
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+    os.environ.setdefault("HF_HOME", str(settings.cache_directory / "huggingface"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -15,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"device_ops_worker: {exc}", file=sys.stderr)
         return 2
+    _offline_environment(settings)
 
     # Imported after settings so a bad setting is reported without paying for torch.
     from .logging_setup import configure_logging
@@ -22,11 +32,10 @@ def main(argv: list[str] | None = None) -> int:
 
     configure_logging(settings.log_level, settings.worker_id)
     try:
-        asyncio.run(serve(settings))
+        return asyncio.run(serve(settings))
     except OSError as exc:
         print(f"device_ops_worker: cannot serve on {settings.host}:{settings.port}: {exc}", file=sys.stderr)
         return 1
-    return 0
 
 
 if __name__ == "__main__":

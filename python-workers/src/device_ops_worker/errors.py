@@ -23,6 +23,11 @@ class Status(enum.Enum):
     INTERNAL = "INTERNAL"
 
 
+# What a caller sees for any failure that is not a WorkerError; the details
+# stay in the worker's log.
+INTERNAL_MESSAGE = "internal worker error; see the worker log"
+
+
 class WorkerError(Exception):
     """Base of every error the worker reports to its caller on purpose.
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import grpc
 
-from .errors import WorkerError
+from .errors import INTERNAL_MESSAGE, WorkerError
 from .logging_setup import correlation_id
 
 log = logging.getLogger(__name__)
@@ -22,7 +22,6 @@ log = logging.getLogger(__name__)
 CORRELATION_METADATA_KEY = "x-request-id"
 # Accept only ids that are safe to log verbatim.
 _CORRELATION_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-INTERNAL_MESSAGE = "internal worker error; see the worker log"
 
 
 def _correlation(details: grpc.HandlerCallDetails) -> str | None:

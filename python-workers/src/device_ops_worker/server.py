@@ -1,4 +1,4 @@
-"""Build and run the worker's gRPC server."""
+"""Build and run the worker's gRPC server: the worker's composition root."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import logging
 import os
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -16,7 +16,16 @@ from device_ops.v1 import worker_service_pb2, worker_service_pb2_grpc
 
 from .devices import DeviceProbe
 from .devices.nvml import Nvml
+from .engine.compute_devices import ComputeDevices
+from .engine.inference_service import InferenceService
+from .engine.memory_service import MemoryService
+from .engine.model_manager import ModelManager
+from .engine.model_service import ModelService
+from .engine.placement_policy import PlacementPolicy
+from .handlers.loader import dtype_name
 from .interceptors import ErrorMappingInterceptor
+from .metrics import WorkerMetrics
+from .models.repository import ModelRepository
 from .service import WorkerService
 from .servicer import WorkerServicer
 from .settings import Settings
@@ -24,6 +33,8 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = worker_service_pb2.DESCRIPTOR.services_by_name["WorkerService"].full_name
+# Exit status after a device failure, so a supervisor restarts the worker.
+EXIT_DEVICE_FAILURE = 70
 
 # Keepalive policy. The gateway pings every 30 s (see gateway/src/infra/grpc);
 # the server must allow at least that often or it answers with GOAWAY
@@ -47,7 +58,14 @@ class RunningServer:
     server: grpc.aio.Server
     health: health.aio.HealthServicer
     port: int
+    metrics_port: int
     nvml: Nvml
+    devices: ComputeDevices
+    inference: InferenceService
+    manager: ModelManager
+    metrics: WorkerMetrics
+    stop_requested: asyncio.Event = field(default_factory=asyncio.Event)
+    device_failure: BaseException | None = None
 
     async def set_serving(self, serving: bool) -> None:
         status = (
@@ -56,10 +74,20 @@ class RunningServer:
         for name in ("", SERVICE_NAME):
             await self.health.set(name, status)
 
+    def fail_device(self, error: BaseException) -> None:
+        """A device became unusable: stop serving now and exit so we are restarted."""
+        if self.device_failure is None:
+            self.device_failure = error
+            asyncio.get_running_loop().create_task(self.set_serving(False))
+            self.stop_requested.set()
+
     async def stop(self, grace: float) -> None:
         # NOT_SERVING first so callers stop sending, then let in-flight calls finish.
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
+        await self.inference.shutdown()
+        for device in self.devices:
+            await device.queue.close()
         self.nvml.shutdown()
 
 
@@ -67,33 +95,89 @@ async def start_server(settings: Settings) -> RunningServer:
     """Start a server on settings.host:settings.port; SERVING once devices were probed."""
     nvml = Nvml()
     probe = DeviceProbe(settings.worker_id, nvml)
-    service = WorkerService(settings.worker_id, probe, nvml)
+    worker = WorkerService(settings.worker_id, probe, nvml)
+    # Ready means the device probe works: a broken CUDA install fails here,
+    # before the worker ever says SERVING.
+    probed = await worker.list_devices()
+
+    metrics = WorkerMetrics(settings.worker_id)
+    devices = ComputeDevices.from_probe(
+        probed,
+        max_pending=settings.max_queue_per_device,
+        max_batch_rows=settings.max_batch_size,
+        max_batch_delay_s=settings.max_batch_delay_ms / 1000,
+        on_wait=metrics.waited,
+    )
+    worker.set_supported_dtypes({d.id: [dtype_name(t) for t in d.supported_dtypes()] for d in devices})
+    settings.model_directory.mkdir(parents=True, exist_ok=True)
+    settings.output_directory.mkdir(parents=True, exist_ok=True)
+    repository = ModelRepository(settings.model_directory, settings.allow_pickle_models)
+    manager = ModelManager(
+        devices,
+        max_loaded=settings.max_loaded_models,
+        memory_fraction=settings.device_memory_fraction,
+        allow_pickle=settings.allow_pickle_models,
+    )
+    policy = PlacementPolicy(repository, manager, devices)
+    holder: list[RunningServer] = []
+    inference = InferenceService(
+        repository=repository,
+        manager=manager,
+        policy=policy,
+        output_root=settings.output_directory,
+        limits=settings.limits,
+        observer=metrics,
+        on_device_failure=lambda error: holder[0].fail_device(error),
+    )
+    models = ModelService(repository, manager, devices, policy)
+    memory = MemoryService(devices, manager, nvml)
+    metrics.watch(devices, manager, nvml)
 
     server = grpc.aio.server(interceptors=[ErrorMappingInterceptor()], options=SERVER_OPTIONS)
-    worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(WorkerServicer(service), server)
+    worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(
+        WorkerServicer(worker, models, inference, memory), server
+    )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     port = server.add_insecure_port(f"{settings.host}:{settings.port}")
     if port == 0:
         raise OSError(f"could not bind {settings.host}:{settings.port}")
-    running = RunningServer(server=server, health=health_servicer, port=port, nvml=nvml)
+    metrics_port = metrics.serve(settings.host, settings.metrics_port) if settings.metrics_port >= 0 else 0
+    worker.metrics_port = metrics_port
+    for device in devices:
+        device.queue.start()
+
+    running = RunningServer(
+        server=server,
+        health=health_servicer,
+        port=port,
+        metrics_port=metrics_port,
+        nvml=nvml,
+        devices=devices,
+        inference=inference,
+        manager=manager,
+        metrics=metrics,
+    )
+    holder.append(running)
     await running.set_serving(False)
     await server.start()
-
-    # Ready means the device probe works: a broken CUDA install fails here,
-    # before the worker ever says SERVING.
-    devices = await service.list_devices()
     await running.set_serving(True)
     log.info(
         "worker serving",
-        extra={"port": port, "host": settings.host, "devices": [d.id for d in devices]},
+        extra={
+            "port": port,
+            "metricsPort": metrics_port,
+            "host": settings.host,
+            "devices": [d.id for d in probed],
+            "modelDirectory": str(settings.model_directory),
+        },
     )
     return running
 
 
-def _announce_ready(fd: int, port: int) -> None:
+def _announce_ready(fd: int, port: int, metrics_port: int) -> None:
     with os.fdopen(fd, "w") as pipe:
-        pipe.write(json.dumps({"port": port}) + "\n")
+        pipe.write(json.dumps({"port": port, "metricsPort": metrics_port}) + "\n")
 
 
 async def _watch_parent(parent_pid: int, stop: asyncio.Event) -> None:
@@ -106,15 +190,15 @@ async def _watch_parent(parent_pid: int, stop: asyncio.Event) -> None:
         await asyncio.sleep(1.0)
 
 
-async def serve(settings: Settings) -> None:
-    stop = asyncio.Event()
+async def serve(settings: Settings) -> int:
+    """Serve until SIGTERM/SIGINT (exit 0) or a device failure (exit 70)."""
+    running = await start_server(settings)
+    stop = running.stop_requested
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-
-    running = await start_server(settings)
     if settings.ready_fd is not None:
-        _announce_ready(settings.ready_fd, running.port)
+        _announce_ready(settings.ready_fd, running.port, running.metrics_port)
     watcher = None
     if settings.parent_pid is not None:
         watcher = asyncio.create_task(_watch_parent(settings.parent_pid, stop))
@@ -125,3 +209,4 @@ async def serve(settings: Settings) -> None:
     log.info("worker stopping", extra={"graceSeconds": settings.shutdown_grace_seconds})
     await running.stop(settings.shutdown_grace_seconds)
     log.info("worker stopped")
+    return EXIT_DEVICE_FAILURE if running.device_failure is not None else 0

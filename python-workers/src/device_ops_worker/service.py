@@ -29,6 +29,7 @@ class WorkerInfo:
     cuda_available: bool
     device_count: int
     nvml_available: bool
+    metrics_port: int
 
 
 class WorkerService:
@@ -40,6 +41,15 @@ class WorkerService:
         self._nvml = nvml
         self._started_wall_ms = int(time.time() * 1000)
         self._started_monotonic = time.monotonic()
+        self._dtypes: dict[str, list[str]] = {}
+        self.metrics_port = 0
+
+    def set_supported_dtypes(self, dtypes: dict[str, list[str]]) -> None:
+        """Data types each device can load models in, by device id."""
+        self._dtypes = dtypes
+
+    def supported_dtypes(self, device_id: str) -> list[str]:
+        return self._dtypes.get(device_id, [])
 
     async def list_devices(self) -> list[Device]:
         # torch and NVML calls block; keep them off the event loop.
@@ -59,4 +69,5 @@ class WorkerService:
             cuda_available=cuda_count > 0,
             device_count=cuda_count + 1,
             nvml_available=self._nvml.available,
+            metrics_port=self.metrics_port,
         )

@@ -43,6 +43,7 @@ export const DeviceSchema = z
     kind: z.enum(['cpu', 'cuda']),
     name: z.string(),
     memory: DeviceMemorySchema,
+    supportedDtypes: z.array(z.string()).meta({ description: 'Data types models can be loaded in here.', example: ['float32', 'bfloat16'] }),
     cuda: CudaDetailsSchema.nullable(),
     cpu: CpuDetailsSchema.nullable(),
   })

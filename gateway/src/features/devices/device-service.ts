@@ -18,6 +18,7 @@ export function toDevice(workerId: string, device: Device__Output): Device {
       totalBytes: orNull(device.memory?.totalBytes),
       freeBytes: orNull(device.memory?.freeBytes),
     },
+    supportedDtypes: device.supportedDtypes,
     cuda: cuda
       ? {
           index: cuda.index,

@@ -37,6 +37,7 @@ export class FakeWorker implements WorkerHandle, WorkerApi {
     return {
       id: this.id,
       address: this.address,
+      metricsAddress: null,
       mode: 'remote',
       state: this.state,
       pid: null,
@@ -61,6 +62,7 @@ export class FakeWorker implements WorkerHandle, WorkerApi {
       cudaAvailable: false,
       deviceCount: this.devices.length,
       nvmlAvailable: false,
+      metricsPort: 0,
     };
   }
 

@@ -6,7 +6,23 @@ import { LocalWorker } from './local-worker.js';
 import type { WorkerHandle, WorkerPool } from './worker-handle.js';
 
 /** Variables a worker may see: the gateway's own secrets never reach it. */
-const CHILD_ENV_NAMES = new Set(['PATH', 'HOME', 'USER', 'LANG', 'TZ', 'TMPDIR', 'LD_LIBRARY_PATH', 'SSL_CERT_FILE']);
+const CHILD_ENV_NAMES = new Set([
+  'PATH',
+  'HOME',
+  'USER',
+  'LANG',
+  'TZ',
+  'TMPDIR',
+  'LD_LIBRARY_PATH',
+  'SSL_CERT_FILE',
+  // The worker engine's own settings (python-workers/src/device_ops_worker/settings.py).
+  'ALLOW_PICKLE_MODELS',
+  'MAX_LOADED_MODELS',
+  'DEVICE_MEMORY_FRACTION',
+  'MAX_QUEUE_PER_DEVICE',
+  'MAX_BATCH_SIZE',
+  'MAX_BATCH_DELAY_MS',
+]);
 const CHILD_ENV_PREFIXES = ['LC_', 'CUDA_', 'NVIDIA_', 'PYTORCH_', 'TORCH_', 'OMP_', 'MKL_', 'HF_', 'TRANSFORMERS_'];
 
 export function workerEnvironment(parent: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
@@ -31,6 +47,14 @@ export class LocalWorkerPool implements WorkerPool {
         new LocalWorker({
           id: `worker-${index}`,
           python: config.workerPython,
+          extraArgs: [
+            '--model-directory',
+            config.modelDirectory,
+            '--output-directory',
+            config.outputDirectory,
+            '--cache-directory',
+            config.cacheDirectory,
+          ],
           env,
           logLevel: config.logLevel,
           startTimeoutMs: config.workerStartTimeoutMs,

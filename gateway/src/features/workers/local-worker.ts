@@ -8,6 +8,8 @@ import type { WorkerExit, WorkerHandle, WorkerSnapshot, WorkerState } from './wo
 export interface LocalWorkerOptions {
   id: string;
   python: string;
+  /** Extra worker flags (directories, limits), after the supervisor's own. */
+  extraArgs: readonly string[];
   /** Environment of the child, already stripped of the gateway's secrets. */
   env: NodeJS.ProcessEnv;
   logLevel: LogLevel;
@@ -34,6 +36,7 @@ export class LocalWorker implements WorkerHandle {
   private state: WorkerState = 'stopped';
   private child: ChildProcess | null = null;
   private address: string | null = null;
+  private metricsPort: number | null = null;
   private currentClient: WorkerClient | null = null;
   private startedAt: Date | null = null;
   private lastExit: WorkerExit | null = null;
@@ -61,6 +64,7 @@ export class LocalWorker implements WorkerHandle {
     return {
       id: this.id,
       address: this.address,
+      metricsAddress: this.metricsPort ? `127.0.0.1:${this.metricsPort}` : null,
       mode: 'local',
       state: this.state,
       pid: this.child?.pid ?? null,
@@ -110,7 +114,8 @@ export class LocalWorker implements WorkerHandle {
     this.lastStderrLine = null;
     const args = ['-m', 'device_ops_worker', '--host', '127.0.0.1', '--port', '0', '--worker-id', id];
     args.push('--ready-fd', '3', '--log-level', logLevel, '--parent-pid', String(process.pid));
-    args.push('--shutdown-grace-seconds', String(this.options.shutdownGraceSeconds));
+    args.push('--shutdown-grace-seconds', String(this.options.shutdownGraceSeconds), '--metrics-port', '0');
+    args.push(...this.options.extraArgs);
     const child = spawn(python, args, { env, stdio: ['ignore', 'pipe', 'pipe', 'pipe'] });
     this.child = child;
     this.startedAt = new Date();
@@ -154,8 +159,10 @@ export class LocalWorker implements WorkerHandle {
   private async onAnnounced(child: ChildProcess, line: string): Promise<void> {
     let port: number;
     try {
-      port = Number((JSON.parse(line) as { port?: unknown }).port);
+      const announced = JSON.parse(line) as { port?: unknown; metricsPort?: unknown };
+      port = Number(announced.port);
       if (!Number.isInteger(port) || port <= 0) throw new Error(`bad port ${String(port)}`);
+      this.metricsPort = Number.isInteger(announced.metricsPort) ? Number(announced.metricsPort) : null;
     } catch (error) {
       this.log.error('worker announced an unreadable ready message; killing it', { err: error });
       child.kill('SIGKILL');
@@ -180,6 +187,7 @@ export class LocalWorker implements WorkerHandle {
     this.currentClient?.close();
     this.currentClient = null;
     this.address = null;
+    this.metricsPort = null;
     this.child = null;
     this.lastExit = { code, signal, at: new Date(), lastError: this.lastStderrLine };
     if (this.stopping) {

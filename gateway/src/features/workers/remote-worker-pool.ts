@@ -21,6 +21,7 @@ class RemoteWorker implements WorkerHandle {
     return {
       id: this.id,
       address: this.client.address,
+      metricsAddress: null,
       mode: 'remote',
       state: this.state,
       pid: null,

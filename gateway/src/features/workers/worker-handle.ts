@@ -21,6 +21,8 @@ export interface WorkerSnapshot {
   id: string;
   /** host:port the gateway calls; null while a local worker has no port. */
   address: string | null;
+  /** host:port of the worker's Prometheus endpoint, when known. */
+  metricsAddress: string | null;
   /** Whether the gateway launched it (local) or was given its address (remote). */
   mode: 'local' | 'remote';
   state: WorkerState;

@@ -55,6 +55,17 @@ class Nvml:
                     pass
             self._module = None
 
+    def memory(self, uuid: str) -> tuple[int, int] | None:
+        """(used, total) bytes of the GPU with this UUID, every process counted."""
+        nvml = self._nvml()
+        if nvml is None:
+            return None
+        try:
+            info = nvml.nvmlDeviceGetMemoryInfo(nvml.nvmlDeviceGetHandleByUUID(uuid))
+        except nvml.NVMLError:
+            return None
+        return int(info.used), int(info.total)
+
     def read(self, uuid: str | None, pci_bus_id: str | None) -> NvmlReading | None:
         """Readings for the GPU with this UUID (or PCI bus id), ``None`` without NVML."""
         nvml = self._nvml()

@@ -1,0 +1,1 @@
+"""The worker engine: placement, queues, batching, cancellation, memory."""

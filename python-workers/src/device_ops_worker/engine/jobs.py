@@ -1,0 +1,178 @@
+"""Jobs and their events. A job's events go into an asyncio queue that the
+servicer drains into the Infer stream; device threads add events through
+``Job.emit``, which is thread-safe."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import FailedPreconditionError, Status
+from ..types import OutputFile, Task
+
+
+class CancelReason(enum.Enum):
+    REQUESTED = "cancel-requested"
+    CLIENT_GONE = "client-disconnected"
+    SHUTDOWN = "worker-shutting-down"
+
+
+class JobCancelled(Exception):
+    """Raised on a device thread at a step boundary when the job was cancelled."""
+
+
+@dataclass(frozen=True)
+class InferenceResult:
+    device_id: str
+    run_ms: float
+    model: str
+    dtype: str
+    batch_size: int = 1
+    files: tuple[OutputFile, ...] = ()
+    embeddings: np.ndarray | None = None
+    tensors: Mapping[str, np.ndarray] = field(default_factory=dict)
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class Accepted:
+    job_id: str
+
+
+@dataclass(frozen=True)
+class Queued:
+    position: int
+    device_id: str
+
+
+@dataclass(frozen=True)
+class Started:
+    device_id: str
+
+
+@dataclass(frozen=True)
+class Progress:
+    current: int
+    total: int
+
+
+@dataclass(frozen=True)
+class Completed:
+    result: InferenceResult
+
+
+@dataclass(frozen=True)
+class Failed:
+    status: Status
+    message: str
+
+
+@dataclass(frozen=True)
+class Cancelled:
+    reason: CancelReason
+
+
+JobEvent = Accepted | Queued | Started | Progress | Completed | Failed | Cancelled
+TERMINAL = (Completed, Failed, Cancelled)
+
+
+@dataclass(frozen=True)
+class StampedEvent:
+    sequence: int
+    timestamp_ms: int
+    event: JobEvent
+
+
+class Job:
+    """One inference job: its identity, cancellation flag and event stream."""
+
+    def __init__(self, job_id: str, task: Task, model: str, loop: asyncio.AbstractEventLoop) -> None:
+        self.id = job_id
+        self.task = task
+        self.model = model
+        self.created = time.monotonic()
+        self._loop = loop
+        self._events: asyncio.Queue[StampedEvent] = asyncio.Queue()
+        self._sequence = 0
+        self._lock = threading.Lock()
+        self._cancel = threading.Event()
+        self._cancel_reason: CancelReason | None = None
+        self._terminal = False
+
+    @property
+    def finished(self) -> bool:
+        return self._terminal
+
+    @property
+    def cancel_reason(self) -> CancelReason | None:
+        return self._cancel_reason
+
+    def emit(self, event: JobEvent) -> None:
+        """Add an event from any thread. Nothing follows a terminal event."""
+        with self._lock:
+            if self._terminal:
+                return
+            self._terminal = isinstance(event, TERMINAL)
+            self._sequence += 1
+            stamped = StampedEvent(self._sequence, int(time.time() * 1000), event)
+            # Scheduled under the lock so events reach the queue in sequence order.
+            self._loop.call_soon_threadsafe(self._events.put_nowait, stamped)
+
+    async def next_event(self) -> StampedEvent:
+        return await self._events.get()
+
+    def cancel(self, reason: CancelReason) -> bool:
+        """Ask the job to stop; False when it already ended."""
+        with self._lock:
+            if self._terminal or self._cancel.is_set():
+                return not self._terminal
+            self._cancel_reason = reason
+            self._cancel.set()
+            return True
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def check_cancelled(self) -> None:
+        """Called at step boundaries on the device thread."""
+        if self._cancel.is_set():
+            raise JobCancelled()
+
+
+class JobRegistry:
+    """Jobs that have not ended, by id, so CancelJob can find them."""
+
+    def __init__(self) -> None:
+        self._jobs: dict[str, Job] = {}
+
+    def add(self, job: Job) -> None:
+        if job.id in self._jobs:
+            raise FailedPreconditionError(f"job_id: a job named '{job.id}' is already running on this worker")
+        self._jobs[job.id] = job
+
+    def remove(self, job: Job) -> None:
+        if self._jobs.get(job.id) is job:
+            del self._jobs[job.id]
+
+    def get(self, job_id: str) -> Job | None:
+        return self._jobs.get(job_id)
+
+    def active(self) -> list[Job]:
+        return list(self._jobs.values())
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+
+def describe(value: Any) -> str:
+    """Short, safe description of an exception for a client-facing message."""
+    text = str(value).strip().splitlines()[0] if str(value).strip() else type(value).__name__
+    return text[:300]
