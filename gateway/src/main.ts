@@ -4,7 +4,9 @@ import type { AddressInfo } from 'node:net';
 import type { Writable } from 'node:stream';
 import { createApp } from './app.js';
 import { loadConfig, type Config } from './config/config.js';
+import { createSessionStores } from './features/sessions/session-store.js';
 import { createWorkerPool } from './features/workers/create-worker-pool.js';
+import { createDatabase, type Database } from './infra/database/database.js';
 import type { WorkerPool } from './features/workers/worker-handle.js';
 import { createLogger, type Logger } from './infra/logger.js';
 import { readGatewayVersion } from './version.js';
@@ -14,6 +16,7 @@ export interface RunningGateway {
   url: string;
   server: Server;
   workers: WorkerPool;
+  database: Database;
   logger: Logger;
   /** Stop accepting, let in-flight requests finish (up to the grace), stop workers. */
   close(): Promise<void>;
@@ -29,10 +32,15 @@ export async function startGateway(env: NodeJS.ProcessEnv, options: StartOptions
   const config = loadConfig(env);
   const logger = createLogger({ level: config.logLevel, ...(options.logStream ? { stream: options.logStream } : {}) });
   const version = readGatewayVersion();
+  const database = createDatabase({ databaseUrl: config.databaseUrl, dataDirectory: config.dataDirectory }, logger);
+  await database.migrate();
   const workers = await createWorkerPool(config, logger, env);
   await workers.start();
 
-  const { app } = createApp(config, { logger, workers, version });
+  const { app, services } = createApp(config, { logger, workers, version, stores: createSessionStores(database.knex) });
+  // Jobs a previous process left running can never finish: say so before serving.
+  await services.sessions.interruptLeftovers();
+  await services.batches.interruptLeftovers();
   const server = app.listen(config.port, config.host);
   // Cut off clients that dribble headers or bodies (slowloris).
   server.headersTimeout = 10_000;
@@ -56,9 +64,10 @@ export async function startGateway(env: NodeJS.ProcessEnv, options: StartOptions
       await drained;
       clearTimeout(grace);
       await workers.stop();
+      await database.close();
       logger.info('gateway stopped');
     })();
     return closing;
   };
-  return { config, url, server, workers, logger, close };
+  return { config, url, server, workers, database, logger, close };
 }

@@ -41,6 +41,7 @@ async def test_list_devices_reports_the_real_cpu(worker: Worker) -> None:
     assert cpu.cpu.torch_threads == torch.get_num_threads()
     assert cpu.memory.total_bytes == psutil.virtual_memory().total
     assert list(cpu.supported_dtypes) == ["float32", "bfloat16"]
+    assert (cpu.running_jobs, cpu.queued_jobs, cpu.queue_capacity) == (0, 0, 64)
     assert 0 < cpu.memory.free_bytes <= cpu.memory.total_bytes
     # The CPU comes last, after every CUDA device in ordinal order.
     assert response.devices[-1].id == cpu.id

@@ -108,10 +108,35 @@ export const settings = {
     'Library caches of local workers (Hugging Face); relative to the repository root.',
     directory('var/cache'),
   ),
+  databaseUrl: setting(
+    'DATABASE_URL',
+    'PostgreSQL connection string; empty selects the embedded SQLite file under DATA_DIRECTORY.',
+    z
+      .string()
+      .trim()
+      .regex(/^postgres(ql)?:\/\//, 'must start with postgres:// or postgresql://')
+      .optional(),
+    true,
+  ),
+  dataDirectory: setting(
+    'DATA_DIRECTORY',
+    'Gateway state (the embedded SQLite database); relative to the repository root.',
+    directory('var/data'),
+  ),
   grpcDeadlineMs: setting(
     'GRPC_DEADLINE_MS',
     'Deadline of every unary call to a worker.',
     int(50, 600_000).default(10_000),
+  ),
+  inferenceDeadlineMs: setting(
+    'INFERENCE_DEADLINE_MS',
+    'Deadline of one inference job on a worker, queue wait included; past it the job ends DEADLINE_EXCEEDED.',
+    int(1000, 24 * 3600 * 1000).default(600_000),
+  ),
+  requestBodyLimitBytes: setting(
+    'REQUEST_BODY_LIMIT_BYTES',
+    'Largest JSON request body (base64 images included); larger ones get 413.',
+    int(1024, 256 * 1024 * 1024).default(16 * 1024 * 1024),
   ),
   healthCheckDeadlineMs: setting(
     'HEALTH_CHECK_DEADLINE_MS',

@@ -72,6 +72,12 @@ export class NotFoundError extends GatewayError {
   readonly title = 'Not found';
 }
 
+export class ConflictError extends GatewayError {
+  readonly status = 409;
+  readonly type = 'conflict';
+  readonly title = 'Conflict';
+}
+
 export class PayloadTooLargeError extends GatewayError {
   readonly status = 413;
   readonly type = 'payload-too-large';

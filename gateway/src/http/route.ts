@@ -1,7 +1,7 @@
 import type { OpenAPIRegistry, RouteConfig } from '@asteasolutions/zod-to-openapi';
 import { Router, type NextFunction, type Request, type RequestHandler, type Response } from 'express';
 import { z } from 'zod';
-import { ForbiddenError, ValidationError, type FieldProblem } from '../errors/gateway-error.js';
+import { ForbiddenError, UnsupportedMediaTypeError, ValidationError, type FieldProblem } from '../errors/gateway-error.js';
 import type { RequestContext } from './request-context.js';
 import { PROBLEM_CONTENT_TYPE } from './problem-middleware.js';
 import { ProblemSchema } from './problem-schema.js';
@@ -28,11 +28,17 @@ export interface HandlerResult {
   headers?: Record<string, string>;
 }
 
+/** Returned by handlers that wrote the response themselves (event streams, files). */
+export const HANDLED = Object.freeze({ handled: true as const });
+
 export interface HandlerInput<P extends Shape, Q extends Shape, B extends z.ZodType> {
   params: z.output<P>;
   query: z.output<Q>;
   body: z.output<B>;
   context: RequestContext;
+  /** The raw exchange, for handlers that stream or send files. */
+  req: Request;
+  res: Response;
 }
 
 export interface RouteSpec<P extends Shape = Shape, Q extends Shape = Shape, B extends z.ZodType = z.ZodType> {
@@ -46,7 +52,7 @@ export interface RouteSpec<P extends Shape = Shape, Q extends Shape = Shape, B e
   auth: RouteAuth;
   request?: { params?: P; query?: Q; body?: B };
   responses: Record<number, ResponseSpec>;
-  handler: (input: HandlerInput<P, Q, B>) => Promise<HandlerResult>;
+  handler: (input: HandlerInput<P, Q, B>) => Promise<HandlerResult | typeof HANDLED>;
 }
 
 /** Helper that keeps the generic types of one route together. */
@@ -76,6 +82,10 @@ function problems(location: string, error: z.ZodError): FieldProblem[] {
 function validator(spec: RouteSpec): RequestHandler {
   const { params, query, body } = spec.request ?? {};
   return (req: Request, _res: Response, next: NextFunction) => {
+    if (body && hasBody(req) && !req.is('application/json')) {
+      next(new UnsupportedMediaTypeError(`Send the body as application/json, not ${req.get('content-type') ?? 'no content type'}.`));
+      return;
+    }
     const found: FieldProblem[] = [];
     const parsed: Record<string, unknown> = {};
     for (const [location, schema, value] of [
@@ -96,6 +106,8 @@ function validator(spec: RouteSpec): RequestHandler {
     next();
   };
 }
+
+const hasBody = (req: Request) => Number(req.get('content-length') ?? 0) > 0 || req.get('transfer-encoding') !== undefined;
 
 // Validated input travels on the request without widening Express's types.
 const VALIDATED = Symbol('validated');
@@ -171,7 +183,10 @@ export function mountRoutes(
         query: validated.query ?? {},
         body: validated.body,
         context: req.context,
+        req,
+        res,
       } as HandlerInput<Shape, Shape, z.ZodType>);
+      if ('handled' in result) return;
       for (const [name, value] of Object.entries(result.headers ?? {})) res.setHeader(name, value);
       res.status(result.status).json(result.body);
     });

@@ -25,6 +25,7 @@ export function testEnv(overrides: Record<string, string | undefined> = {}): Nod
     MODEL_DIRECTORY: join(scratchDir(), 'models'),
     OUTPUT_DIRECTORY: join(scratchDir(), 'outputs'),
     CACHE_DIRECTORY: join(scratchDir(), 'cache'),
+    DATA_DIRECTORY: join(scratchDir(), 'data'),
     ...overrides,
   };
 }

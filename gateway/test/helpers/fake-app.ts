@@ -1,6 +1,7 @@
 import { createApp } from '../../src/app.js';
 import { loadConfig } from '../../src/config/config.js';
 import { FakeWorker, FakeWorkerPool } from '../../src/features/workers/fake-worker-pool.js';
+import { createFakeSessionStores } from '../../src/features/sessions/fake-session-stores.js';
 import { createLogger } from '../../src/infra/logger.js';
 import type { Device__Output } from '../../src/generated/device_ops/v1/Device.js';
 import { testEnv } from './env.js';
@@ -13,6 +14,9 @@ export const cpuDevice = (workerId: string): Device__Output => ({
   name: 'Test CPU',
   memory: { totalBytes: 1024, freeBytes: 512 },
   supportedDtypes: ['float32', 'bfloat16'],
+  runningJobs: 0,
+  queuedJobs: 0,
+  queueCapacity: 64,
   cpu: { modelName: 'Test CPU', logicalCores: 4, physicalCores: 2, architecture: 'x86_64', torchThreads: 4 },
   details: 'cpu',
 });
@@ -38,6 +42,7 @@ export async function startFakeGateway(
     logger: createLogger({ level: 'debug', stream: logs }),
     workers: pool,
     version: 'test',
+    stores: createFakeSessionStores(),
   });
   return { ...(await listen(app)), pool, logs };
 }

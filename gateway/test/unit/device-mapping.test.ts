@@ -10,6 +10,9 @@ describe('worker device → REST device', () => {
       name: 'NVIDIA H100 80GB HBM3',
       memory: { totalBytes: 85_029_158_912, freeBytes: 84_000_000_000 },
       supportedDtypes: ['float16', 'bfloat16', 'float32'],
+      runningJobs: 1,
+      queuedJobs: 2,
+      queueCapacity: 64,
       cuda: {
         index: 0,
         uuid: 'GPU-8f3a',
@@ -56,6 +59,9 @@ describe('worker device → REST device', () => {
       name: 'GPU',
       memory: { totalBytes: 1, freeBytes: 0 },
       supportedDtypes: [],
+      runningJobs: 0,
+      queuedJobs: 0,
+      queueCapacity: 0,
       cuda: { index: 1, computeCapability: '8.0', cudaRuntimeVersion: '12.4' } as never,
       details: 'cuda',
     });

@@ -19,7 +19,32 @@ describe('API documentation', () => {
     expect(status).toBe(200);
     expect(body!.openapi).toBe('3.1.0');
     const paths = body!.paths as Record<string, Record<string, Operation>>;
-    expect(Object.keys(paths).sort()).toEqual(['/api/device/list', '/health', '/health/detailed']);
+    expect(Object.keys(paths).sort()).toEqual([
+      '/api/device/list',
+      '/api/device/{deviceId}',
+      '/api/device/{deviceId}/capabilities',
+      '/api/device/{deviceId}/status',
+      '/api/inference/capabilities',
+      '/api/inference/execute',
+      '/api/inference/outputs/{sessionId}/{file}',
+      '/api/inference/sessions',
+      '/api/inference/sessions/{id}',
+      '/api/inference/sessions/{id}/events',
+      '/api/inference/validate',
+      '/api/memory/clear',
+      '/api/memory/status',
+      '/api/model/available',
+      '/api/model/load',
+      '/api/model/status',
+      '/api/model/unload',
+      '/api/model/validate',
+      '/api/postprocessing/enhance',
+      '/api/postprocessing/upscale',
+      '/api/processing/batches',
+      '/api/processing/batches/{id}',
+      '/health',
+      '/health/detailed',
+    ]);
     // Auth is part of each operation: public ones have none, the rest bearer.
     expect(paths['/health']!.get!.security).toEqual([]);
     expect(paths['/api/device/list']!.get!.security).toEqual([{ bearerAuth: [] }]);

@@ -26,7 +26,7 @@ from .handlers.loader import dtype_name
 from .interceptors import ErrorMappingInterceptor
 from .metrics import WorkerMetrics
 from .models.repository import ModelRepository
-from .service import WorkerService
+from .service import DeviceLoad, WorkerService
 from .servicer import WorkerServicer
 from .settings import Settings
 
@@ -109,6 +109,13 @@ async def start_server(settings: Settings) -> RunningServer:
         on_wait=metrics.waited,
     )
     worker.set_supported_dtypes({d.id: [dtype_name(t) for t in d.supported_dtypes()] for d in devices})
+    worker.set_load_source(
+        lambda device_id: DeviceLoad(
+            running=devices.get(device_id).queue.running,
+            queued=devices.get(device_id).queue.depth,
+            capacity=devices.get(device_id).queue.capacity,
+        )
+    )
     settings.model_directory.mkdir(parents=True, exist_ok=True)
     settings.output_directory.mkdir(parents=True, exist_ok=True)
     repository = ModelRepository(settings.model_directory, settings.allow_pickle_models)

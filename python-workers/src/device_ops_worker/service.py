@@ -7,6 +7,7 @@ import os
 import platform
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -14,6 +15,13 @@ import torch
 from . import __version__
 from .devices import Device, DeviceProbe
 from .devices.nvml import Nvml
+
+
+@dataclass(frozen=True)
+class DeviceLoad:
+    running: int
+    queued: int
+    capacity: int
 
 
 @dataclass(frozen=True)
@@ -42,6 +50,7 @@ class WorkerService:
         self._started_wall_ms = int(time.time() * 1000)
         self._started_monotonic = time.monotonic()
         self._dtypes: dict[str, list[str]] = {}
+        self._load_source: Callable[[str], DeviceLoad] | None = None
         self.metrics_port = 0
 
     def set_supported_dtypes(self, dtypes: dict[str, list[str]]) -> None:
@@ -50,6 +59,13 @@ class WorkerService:
 
     def supported_dtypes(self, device_id: str) -> list[str]:
         return self._dtypes.get(device_id, [])
+
+    def set_load_source(self, source: Callable[[str], DeviceLoad]) -> None:
+        """Where to read a device's running and queued jobs from (its queue)."""
+        self._load_source = source
+
+    def load(self, device_id: str) -> DeviceLoad:
+        return self._load_source(device_id) if self._load_source else DeviceLoad(0, 0, 0)
 
     async def list_devices(self) -> list[Device]:
         # torch and NVML calls block; keep them off the event loop.

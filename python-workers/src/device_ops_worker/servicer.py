@@ -36,7 +36,7 @@ from .engine.requests import (
     TextEmbeddingInput,
     WireTensor,
 )
-from .service import WorkerService
+from .service import DeviceLoad, WorkerService
 from .types import ModelFormat, Task, ValidationState
 
 _KIND = {DeviceKind.CPU: devices_pb2.DEVICE_KIND_CPU, DeviceKind.CUDA: devices_pb2.DEVICE_KIND_CUDA}
@@ -71,7 +71,7 @@ def _present(**fields: object) -> dict[str, object]:
 # ---------------------------------------------------------------- devices
 
 
-def device_to_pb(device: Device, dtypes: list[str]) -> devices_pb2.Device:
+def device_to_pb(device: Device, dtypes: list[str], load: DeviceLoad) -> devices_pb2.Device:
     message = devices_pb2.Device(
         id=device.id,
         kind=_KIND[device.kind],
@@ -80,6 +80,9 @@ def device_to_pb(device: Device, dtypes: list[str]) -> devices_pb2.Device:
             **_present(total_bytes=device.memory.total_bytes, free_bytes=device.memory.free_bytes)
         ),
         supported_dtypes=dtypes,
+        running_jobs=load.running,
+        queued_jobs=load.queued,
+        queue_capacity=load.capacity,
     )
     if device.cuda is not None:
         c = device.cuda
@@ -282,7 +285,7 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):
     ) -> devices_pb2.ListDevicesResponse:
         devices = await self._worker.list_devices()
         return devices_pb2.ListDevicesResponse(
-            devices=[device_to_pb(d, self._worker.supported_dtypes(d.id)) for d in devices]
+            devices=[device_to_pb(d, self._worker.supported_dtypes(d.id), self._worker.load(d.id)) for d in devices]
         )
 
     async def ListModels(

@@ -1,5 +1,5 @@
 import { defineRoute, type RouteSpec } from '../../http/route.js';
-import { DeviceListSchema } from './device-schemas.js';
+import { DeviceCapabilitiesSchema, DeviceIdParams, DeviceListSchema, DeviceSchema, DeviceStatusSchema } from './device-schemas.js';
 import type { DeviceService } from './device-service.js';
 
 export function deviceRoutes(devices: DeviceService): RouteSpec[] {
@@ -19,6 +19,42 @@ export function deviceRoutes(devices: DeviceService): RouteSpec[] {
         503: { description: 'No worker answered.' },
       },
       handler: async ({ context }) => ({ status: 200, body: await devices.listDevices(context.correlationId) }),
+    }),
+    defineRoute({
+      method: 'get',
+      path: '/api/device/{deviceId}',
+      operationId: 'getDevice',
+      summary: 'One device',
+      tags: ['Devices'],
+      auth: { scope: null },
+      request: { params: DeviceIdParams },
+      responses: { 200: { description: 'The device.', schema: DeviceSchema }, 404: { description: 'Unknown device.' } },
+      handler: async ({ params, context }) => ({ status: 200, body: await devices.device(params.deviceId, context.correlationId) }),
+    }),
+    defineRoute({
+      method: 'get',
+      path: '/api/device/{deviceId}/status',
+      operationId: 'deviceStatus',
+      summary: 'Live utilization, memory, running and queued jobs, and resident models of a device',
+      tags: ['Devices'],
+      auth: { scope: null },
+      request: { params: DeviceIdParams },
+      responses: { 200: { description: 'Live status.', schema: DeviceStatusSchema }, 404: { description: 'Unknown device.' } },
+      handler: async ({ params, context }) => ({ status: 200, body: await devices.status(params.deviceId, context.correlationId) }),
+    }),
+    defineRoute({
+      method: 'get',
+      path: '/api/device/{deviceId}/capabilities',
+      operationId: 'deviceCapabilities',
+      summary: 'Precisions a device supports, tasks it can run, and its memory',
+      tags: ['Devices'],
+      auth: { scope: null },
+      request: { params: DeviceIdParams },
+      responses: { 200: { description: 'Capabilities.', schema: DeviceCapabilitiesSchema }, 404: { description: 'Unknown device.' } },
+      handler: async ({ params, context }) => ({
+        status: 200,
+        body: await devices.capabilities(params.deviceId, context.correlationId),
+      }),
     }),
   ];
 }

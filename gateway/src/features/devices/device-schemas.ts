@@ -67,3 +67,33 @@ export const DeviceListSchema = z
 
 export type Device = z.infer<typeof DeviceSchema>;
 export type DeviceList = z.infer<typeof DeviceListSchema>;
+
+export const DeviceIdParams = z.strictObject({ deviceId: z.string().min(1).max(200) });
+
+export const DeviceStatusSchema = z
+  .object({
+    deviceId: z.string(),
+    workerId: z.string(),
+    kind: z.enum(['cpu', 'cuda']),
+    utilizationPercent: z.number().int().nullable().meta({ description: 'NVML; null on CPUs and without NVML.' }),
+    temperatureCelsius: z.number().nullable(),
+    powerWatts: z.number().nullable(),
+    memory: DeviceMemorySchema,
+    runningJobs: z.number().int(),
+    queuedJobs: z.number().int(),
+    queueCapacity: z.number().int(),
+    loadedModels: z.array(z.object({ model: z.string(), dtype: z.string(), footprintBytes: z.number().int(), inFlightJobs: z.number().int() })),
+  })
+  .meta({ id: 'DeviceStatus' });
+
+export const DeviceCapabilitiesSchema = z
+  .object({
+    deviceId: z.string(),
+    workerId: z.string(),
+    kind: z.enum(['cpu', 'cuda']),
+    dtypes: z.array(z.string()).meta({ description: 'Precisions models can be loaded in here.' }),
+    tasks: z.array(z.string()).meta({ description: "Tasks the worker's models run (enhance and Lanczos upscale need none)." }),
+    computeCapability: z.string().nullable(),
+    totalMemoryBytes: z.number().int().nullable(),
+  })
+  .meta({ id: 'DeviceCapabilities' });

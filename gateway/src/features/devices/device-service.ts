@@ -1,5 +1,7 @@
 import type { Device__Output } from '../../generated/device_ops/v1/Device.js';
-import { ServiceUnavailableError } from '../../errors/gateway-error.js';
+import { NotFoundError, ServiceUnavailableError } from '../../errors/gateway-error.js';
+import { PROTO_TO_TASK } from '../inference/inference-schemas.js';
+import type { WorkerScheduler } from '../scheduling/worker-scheduler.js';
 import type { WorkerPool } from '../workers/worker-handle.js';
 import type { Device, DeviceList } from './device-schemas.js';
 
@@ -49,8 +51,55 @@ export function toDevice(workerId: string, device: Device__Output): Device {
 export class DeviceService {
   constructor(
     private readonly pool: WorkerPool,
+    private readonly scheduler: WorkerScheduler,
     private readonly deadlineMs: number,
   ) {}
+
+  async device(deviceId: string, correlationId: string): Promise<Device> {
+    const list = await this.listDevices(correlationId);
+    const device = list.devices.find((d) => d.id === deviceId);
+    if (!device) throw new NotFoundError(`No device '${deviceId}' on the workers that answered.`);
+    return device;
+  }
+
+  /** Live figures of one device: memory, utilization, jobs, resident models. */
+  async status(deviceId: string, correlationId: string) {
+    this.scheduler.invalidate();
+    const { view, device } = await this.scheduler.locateDevice(deviceId, correlationId);
+    const mapped = toDevice(view.worker.id, device);
+    return {
+      deviceId,
+      workerId: view.worker.id,
+      kind: mapped.kind,
+      utilizationPercent: mapped.cuda?.utilizationPercent ?? null,
+      temperatureCelsius: mapped.cuda?.temperatureCelsius ?? null,
+      powerWatts: mapped.cuda?.powerWatts ?? null,
+      memory: mapped.memory,
+      runningJobs: device.runningJobs,
+      queuedJobs: device.queuedJobs,
+      queueCapacity: device.queueCapacity,
+      loadedModels: view.models.flatMap((m) =>
+        m.placements
+          .filter((p) => p.deviceId === deviceId)
+          .map((p) => ({ model: m.name, dtype: p.dtype, footprintBytes: p.footprintBytes, inFlightJobs: p.inFlightJobs })),
+      ),
+    };
+  }
+
+  async capabilities(deviceId: string, correlationId: string) {
+    const { view, device } = await this.scheduler.locateDevice(deviceId, correlationId);
+    const tasks = new Set(['enhance', 'upscale']);
+    for (const model of view.models) for (const task of model.tasks) tasks.add(PROTO_TO_TASK[task] ?? task);
+    return {
+      deviceId,
+      workerId: view.worker.id,
+      kind: device.kind === 'DEVICE_KIND_CUDA' ? ('cuda' as const) : ('cpu' as const),
+      dtypes: device.supportedDtypes,
+      tasks: [...tasks].sort(),
+      computeCapability: device.cuda?.computeCapability ?? null,
+      totalMemoryBytes: device.memory?.totalBytes ?? null,
+    };
+  }
 
   /**
    * Ask every worker in parallel, each with the deadline. Workers that fail

@@ -1,6 +1,18 @@
 import type { Device__Output } from '../../generated/device_ops/v1/Device.js';
 import type { WorkerInfo__Output } from '../../generated/device_ops/v1/WorkerInfo.js';
-import type { CallOptions, HealthStatus, WorkerApi } from '../../infra/grpc/worker-client.js';
+import type { ModelDescriptor__Output } from '../../generated/device_ops/v1/ModelDescriptor.js';
+import type { InferEvent__Output } from '../../generated/device_ops/v1/InferEvent.js';
+import type { InferRequest } from '../../generated/device_ops/v1/InferRequest.js';
+import type { ListModelsResponse__Output } from '../../generated/device_ops/v1/ListModelsResponse.js';
+import type { ValidateModelResponse__Output } from '../../generated/device_ops/v1/ValidateModelResponse.js';
+import type { LoadModelRequest } from '../../generated/device_ops/v1/LoadModelRequest.js';
+import type { LoadModelResponse__Output } from '../../generated/device_ops/v1/LoadModelResponse.js';
+import type { UnloadModelRequest } from '../../generated/device_ops/v1/UnloadModelRequest.js';
+import type { UnloadModelResponse__Output } from '../../generated/device_ops/v1/UnloadModelResponse.js';
+import type { MemoryStatus__Output } from '../../generated/device_ops/v1/MemoryStatus.js';
+import type { ClearMemoryRequest } from '../../generated/device_ops/v1/ClearMemoryRequest.js';
+import type { ClearMemoryResponse__Output } from '../../generated/device_ops/v1/ClearMemoryResponse.js';
+import type { CallOptions, HealthStatus, InferStream, WorkerApi } from '../../infra/grpc/worker-client.js';
 import type { WorkerHandle, WorkerPool, WorkerSnapshot, WorkerState } from './worker-handle.js';
 
 /**
@@ -11,6 +23,11 @@ export class FakeWorker implements WorkerHandle, WorkerApi {
   /** Every call made, by rpc name, with its options. */
   readonly calls: { rpc: string; options: CallOptions }[] = [];
   devices: Device__Output[] = [];
+  models: ModelDescriptor__Output[] = [];
+  /** Events every Infer call yields (then it ends); an Error entry makes the stream fail there. */
+  inferScript: (InferEvent__Output | Error)[] = [];
+  /** Infer requests received. */
+  readonly inferRequests: InferRequest[] = [];
   health: HealthStatus = 'SERVING';
   /** When set, every call fails with it. */
   failure: Error | null = null;
@@ -74,6 +91,64 @@ export class FakeWorker implements WorkerHandle, WorkerApi {
   async checkHealth(options: CallOptions = {}): Promise<HealthStatus> {
     this.record('Health/Check', options);
     return this.health;
+  }
+
+  async listModels(options: CallOptions = {}): Promise<ListModelsResponse__Output> {
+    this.record('ListModels', options);
+    return { models: this.models };
+  }
+
+  async validateModel(model: string, options: CallOptions = {}): Promise<ValidateModelResponse__Output> {
+    this.record('ValidateModel', options);
+    const found = this.models.find((m) => m.name === model);
+    return { model: found ?? null, valid: found !== undefined, problems: found ? [] : [`no model ${model}`] };
+  }
+
+  async loadModel(request: LoadModelRequest, options: CallOptions = {}): Promise<LoadModelResponse__Output> {
+    this.record('LoadModel', options);
+    const placement = {
+      deviceId: request.deviceId || `${this.id}:cpu`,
+      dtype: request.dtype || 'float32',
+      footprintBytes: 1024,
+      lastUsedUnixMs: 0,
+      inFlightJobs: 0,
+    };
+    return { placement, alreadyLoaded: false };
+  }
+
+  async unloadModel(_request: UnloadModelRequest, options: CallOptions = {}): Promise<UnloadModelResponse__Output> {
+    this.record('UnloadModel', options);
+    return { freedBytes: 1024 };
+  }
+
+  async cancelJob(_jobId: string, options: CallOptions = {}): Promise<boolean> {
+    this.record('CancelJob', options);
+    return true;
+  }
+
+  async getMemoryStatus(_deviceId: string, options: CallOptions = {}): Promise<MemoryStatus__Output> {
+    this.record('GetMemoryStatus', options);
+    return { devices: [] };
+  }
+
+  async clearMemory(_request: ClearMemoryRequest, options: CallOptions = {}): Promise<ClearMemoryResponse__Output> {
+    this.record('ClearMemory', options);
+    return { freedBytes: 0, unloadedModels: [] };
+  }
+
+  infer(request: InferRequest, options: CallOptions = {}): InferStream {
+    this.record('Infer', options);
+    this.inferRequests.push(request);
+    const script = [...this.inferScript];
+    let cancelled = false;
+    async function* events(): AsyncGenerator<InferEvent__Output> {
+      for (const step of script) {
+        if (cancelled) return;
+        if (step instanceof Error) throw step;
+        yield step;
+      }
+    }
+    return { events: events(), cancel: () => (cancelled = true) };
   }
 
   close(): void {}

@@ -3,6 +3,17 @@ import type { WorkerServiceClient } from '../../generated/device_ops/v1/WorkerSe
 import type { HealthClient } from '../../generated/grpc/health/v1/Health.js';
 import type { WorkerInfo__Output } from '../../generated/device_ops/v1/WorkerInfo.js';
 import type { ListDevicesResponse__Output } from '../../generated/device_ops/v1/ListDevicesResponse.js';
+import type { ListModelsResponse__Output } from '../../generated/device_ops/v1/ListModelsResponse.js';
+import type { ValidateModelResponse__Output } from '../../generated/device_ops/v1/ValidateModelResponse.js';
+import type { LoadModelRequest } from '../../generated/device_ops/v1/LoadModelRequest.js';
+import type { LoadModelResponse__Output } from '../../generated/device_ops/v1/LoadModelResponse.js';
+import type { UnloadModelRequest } from '../../generated/device_ops/v1/UnloadModelRequest.js';
+import type { UnloadModelResponse__Output } from '../../generated/device_ops/v1/UnloadModelResponse.js';
+import type { MemoryStatus__Output } from '../../generated/device_ops/v1/MemoryStatus.js';
+import type { ClearMemoryRequest } from '../../generated/device_ops/v1/ClearMemoryRequest.js';
+import type { ClearMemoryResponse__Output } from '../../generated/device_ops/v1/ClearMemoryResponse.js';
+import type { InferRequest } from '../../generated/device_ops/v1/InferRequest.js';
+import type { InferEvent__Output } from '../../generated/device_ops/v1/InferEvent.js';
 import type {
   HealthCheckResponse__Output,
   _grpc_health_v1_HealthCheckResponse_ServingStatus__Output as ServingStatus,
@@ -22,6 +33,14 @@ export type HealthStatus = ServingStatus;
 
 type Callback<T> = (error: grpc.ServiceError | null, value?: T) => void;
 
+/** A running Infer call: its events in order, and a way to stop it. */
+export interface InferStream {
+  /** Worker events until the terminal one; a failed call throws WorkerCallError. */
+  events: AsyncIterable<InferEvent__Output>;
+  /** Cancel the call (the worker cancels the job). */
+  cancel(): void;
+}
+
 /** What the gateway calls on a worker; WorkerClient over gRPC, fakes in unit tests. */
 export interface WorkerApi {
   readonly workerId: string;
@@ -29,6 +48,14 @@ export interface WorkerApi {
   getWorkerInfo(options?: CallOptions): Promise<WorkerInfo__Output>;
   listDevices(options?: CallOptions): Promise<ListDevicesResponse__Output>;
   checkHealth(options?: CallOptions): Promise<HealthStatus>;
+  listModels(options?: CallOptions): Promise<ListModelsResponse__Output>;
+  validateModel(model: string, options?: CallOptions): Promise<ValidateModelResponse__Output>;
+  loadModel(request: LoadModelRequest, options?: CallOptions): Promise<LoadModelResponse__Output>;
+  unloadModel(request: UnloadModelRequest, options?: CallOptions): Promise<UnloadModelResponse__Output>;
+  cancelJob(jobId: string, options?: CallOptions): Promise<boolean>;
+  getMemoryStatus(deviceId: string, options?: CallOptions): Promise<MemoryStatus__Output>;
+  clearMemory(request: ClearMemoryRequest, options?: CallOptions): Promise<ClearMemoryResponse__Output>;
+  infer(request: InferRequest, options?: CallOptions): InferStream;
   close(): void;
 }
 
@@ -69,8 +96,60 @@ export class WorkerClient implements WorkerApi {
     return response.status;
   }
 
+  listModels(options: CallOptions = {}): Promise<ListModelsResponse__Output> {
+    return this.unary('ListModels', options, (md, opts, cb) => this.worker.listModels({}, md, opts, cb));
+  }
+
+  validateModel(model: string, options: CallOptions = {}): Promise<ValidateModelResponse__Output> {
+    return this.unary('ValidateModel', options, (md, opts, cb) => this.worker.validateModel({ model }, md, opts, cb));
+  }
+
+  loadModel(request: LoadModelRequest, options: CallOptions = {}): Promise<LoadModelResponse__Output> {
+    return this.unary('LoadModel', options, (md, opts, cb) => this.worker.loadModel(request, md, opts, cb));
+  }
+
+  unloadModel(request: UnloadModelRequest, options: CallOptions = {}): Promise<UnloadModelResponse__Output> {
+    return this.unary('UnloadModel', options, (md, opts, cb) => this.worker.unloadModel(request, md, opts, cb));
+  }
+
+  async cancelJob(jobId: string, options: CallOptions = {}): Promise<boolean> {
+    const response = await this.unary<{ cancelled: boolean }>('CancelJob', options, (md, opts, cb) =>
+      this.worker.cancelJob({ jobId }, md, opts, cb),
+    );
+    return response.cancelled;
+  }
+
+  getMemoryStatus(deviceId: string, options: CallOptions = {}): Promise<MemoryStatus__Output> {
+    return this.unary('GetMemoryStatus', options, (md, opts, cb) => this.worker.getMemoryStatus({ deviceId }, md, opts, cb));
+  }
+
+  clearMemory(request: ClearMemoryRequest, options: CallOptions = {}): Promise<ClearMemoryResponse__Output> {
+    return this.unary('ClearMemory', options, (md, opts, cb) => this.worker.clearMemory(request, md, opts, cb));
+  }
+
+  /** Start a job; its deadline bounds the whole stream. */
+  infer(request: InferRequest, options: CallOptions = {}): InferStream {
+    const deadlineMs = options.deadlineMs ?? this.defaultDeadlineMs;
+    const call = this.worker.infer(request, this.metadata(options), { deadline: Date.now() + deadlineMs });
+    const toError = (error: grpc.ServiceError) => this.toError('Infer', error, deadlineMs);
+    async function* events(): AsyncGenerator<InferEvent__Output> {
+      try {
+        for await (const event of call as AsyncIterable<InferEvent__Output>) yield event;
+      } catch (error) {
+        throw toError(error as grpc.ServiceError);
+      }
+    }
+    return { events: events(), cancel: () => call.cancel() };
+  }
+
   close(): void {
     this.worker.close();
+  }
+
+  private metadata(options: CallOptions): grpc.Metadata {
+    const metadata = new grpc.Metadata();
+    if (options.correlationId) metadata.set('x-request-id', options.correlationId);
+    return metadata;
   }
 
   private unary<T>(
@@ -79,10 +158,8 @@ export class WorkerClient implements WorkerApi {
     invoke: (metadata: grpc.Metadata, callOptions: grpc.CallOptions, callback: Callback<T>) => unknown,
   ): Promise<T> {
     const deadlineMs = options.deadlineMs ?? this.defaultDeadlineMs;
-    const metadata = new grpc.Metadata();
-    if (options.correlationId) metadata.set('x-request-id', options.correlationId);
     return new Promise<T>((resolve, reject) => {
-      invoke(metadata, { deadline: Date.now() + deadlineMs }, (error, value) => {
+      invoke(this.metadata(options), { deadline: Date.now() + deadlineMs }, (error, value) => {
         if (error) reject(this.toError(rpc, error, deadlineMs));
         else resolve(value as T);
       });

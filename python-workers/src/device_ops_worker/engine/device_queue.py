@@ -73,6 +73,15 @@ class DeviceQueue:
     def busy(self) -> bool:
         return bool(self._running)
 
+    @property
+    def running(self) -> int:
+        """Jobs in the batch that runs now."""
+        return len(self._running)
+
+    @property
+    def capacity(self) -> int:
+        return self._max_pending
+
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._consume(), name=f"queue-{self.device_id}")
 

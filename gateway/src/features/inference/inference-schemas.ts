@@ -1,0 +1,183 @@
+import { z } from 'zod';
+import type { InferRequest } from '../../generated/device_ops/v1/InferRequest.js';
+import type { ModelTask__Output } from '../../generated/device_ops/v1/ModelTask.js';
+import type { Tensor } from '../../generated/device_ops/v1/Tensor.js';
+
+/**
+ * Request limits checked at the edge, before anything reaches a worker. They
+ * match the workers' defaults (python-workers settings.Limits); a worker
+ * configured tighter still refuses with INVALID_ARGUMENT.
+ */
+export const INFERENCE_LIMITS = Object.freeze({
+  maxImageSide: 2048,
+  minImageSide: 64,
+  maxSteps: 150,
+  maxImagesPerPrompt: 4,
+  maxGuidanceScale: 30,
+  maxEmbeddingTexts: 2048,
+  maxTextChars: 20_000,
+  maxTensorInputs: 16,
+});
+
+const base64 = (what: string) =>
+  z
+    .string()
+    .min(1)
+    .regex(/^[A-Za-z0-9+/]+={0,2}$/, `must be base64 (${what})`)
+    .meta({ description: `${what}, base64-encoded`, contentEncoding: 'base64' });
+
+const side = z
+  .number()
+  .int()
+  .min(INFERENCE_LIMITS.minImageSide)
+  .max(INFERENCE_LIMITS.maxImageSide)
+  .refine((value) => value % 8 === 0, 'must be a multiple of 8');
+
+const text = z.string().max(INFERENCE_LIMITS.maxTextChars);
+const prompt = text.refine((value) => value.trim().length > 0, 'must not be empty');
+
+const generationFields = {
+  prompt: prompt.meta({ description: 'What to draw.', example: 'a lighthouse at dusk' }),
+  negativePrompt: text.optional().meta({ description: 'What to avoid.' }),
+  steps: z.number().int().min(1).max(INFERENCE_LIMITS.maxSteps).optional().meta({ description: 'Denoising steps (default 25).' }),
+  guidanceScale: z.number().min(0).max(INFERENCE_LIMITS.maxGuidanceScale).optional(),
+  seed: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).optional().meta({ description: 'Absent: drawn, and reported.' }),
+  width: side.optional().meta({ description: 'Multiple of 8 (default 512).' }),
+  height: side.optional().meta({ description: 'Multiple of 8 (default 512).' }),
+  imagesPerPrompt: z.number().int().min(1).max(INFERENCE_LIMITS.maxImagesPerPrompt).optional(),
+  scheduler: z.string().regex(/^[A-Za-z0-9]{1,64}$/, 'must be a scheduler class name').optional(),
+};
+
+export const TextToImageParameters = z.strictObject(generationFields).meta({ id: 'TextToImageParameters' });
+export const ImageToImageParameters = z
+  .strictObject({
+    ...generationFields,
+    initImage: base64('PNG or JPEG input image'),
+    strength: z.number().gt(0).max(1).optional(),
+  })
+  .meta({ id: 'ImageToImageParameters' });
+export const InpaintingParameters = z
+  .strictObject({
+    ...generationFields,
+    initImage: base64('PNG or JPEG input image'),
+    maskImage: base64('PNG or JPEG mask, white = repaint'),
+    strength: z.number().gt(0).max(1).optional(),
+  })
+  .meta({ id: 'InpaintingParameters' });
+export const TextEmbeddingParameters = z
+  .strictObject({
+    texts: z.array(prompt).min(1).max(INFERENCE_LIMITS.maxEmbeddingTexts),
+    normalize: z.boolean().optional(),
+  })
+  .meta({ id: 'TextEmbeddingParameters' });
+const TensorValue = z.strictObject({
+  dtype: z.enum(['float32', 'float64', 'float16', 'int64', 'int32', 'int16', 'int8', 'uint8', 'bool']),
+  shape: z.array(z.number().int().min(0)).max(8),
+  data: base64('little-endian element bytes'),
+});
+export const TensorParameters = z
+  .strictObject({
+    inputs: z
+      .record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,63}$/, 'must be an input name'), TensorValue)
+      .refine((inputs) => Object.keys(inputs).length >= 1 && Object.keys(inputs).length <= INFERENCE_LIMITS.maxTensorInputs, {
+        message: `must name between 1 and ${INFERENCE_LIMITS.maxTensorInputs} inputs`,
+      }),
+  })
+  .meta({ id: 'TensorParameters' });
+
+const modelName = z
+  .string()
+  .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/, "must be a model name (letters, digits, '.', '_', '-')")
+  .refine((value) => !value.includes('..'), 'must not contain ..');
+const common = {
+  model: modelName.meta({ description: 'Model name from /api/model/available.', example: 'tiny-sd' }),
+  deviceId: z.string().min(1).max(200).optional().meta({ description: 'Run on this device; absent lets the gateway choose.' }),
+  dtype: z.enum(['float16', 'bfloat16', 'float32']).optional(),
+};
+
+export const InferenceRequestSchema = z
+  .discriminatedUnion('task', [
+    z.strictObject({ task: z.literal('text-to-image'), ...common, parameters: TextToImageParameters }),
+    z.strictObject({ task: z.literal('image-to-image'), ...common, parameters: ImageToImageParameters }),
+    z.strictObject({ task: z.literal('inpainting'), ...common, parameters: InpaintingParameters }),
+    z.strictObject({ task: z.literal('text-embedding'), ...common, parameters: TextEmbeddingParameters }),
+    z.strictObject({ task: z.literal('tensor'), ...common, parameters: TensorParameters }),
+  ])
+  .meta({ id: 'InferenceRequest' });
+
+export type InferenceRequest = z.infer<typeof InferenceRequestSchema>;
+export type InferenceTask = InferenceRequest['task'];
+
+export const TASK_TO_PROTO: Record<string, ModelTask__Output> = {
+  'text-to-image': 'MODEL_TASK_TEXT_TO_IMAGE',
+  'image-to-image': 'MODEL_TASK_IMAGE_TO_IMAGE',
+  inpainting: 'MODEL_TASK_INPAINTING',
+  'text-embedding': 'MODEL_TASK_TEXT_EMBEDDING',
+  tensor: 'MODEL_TASK_TENSOR',
+  upscale: 'MODEL_TASK_UPSCALE',
+  enhance: 'MODEL_TASK_ENHANCE',
+};
+
+export const PROTO_TO_TASK: Record<string, string> = Object.fromEntries(
+  Object.entries(TASK_TO_PROTO).map(([task, proto]) => [proto, task]),
+);
+
+const bytes = (value: string) => Buffer.from(value, 'base64');
+
+/** The worker request for a validated REST request. */
+export function toInferRequest(jobId: string, request: InferenceRequest, deviceId: string): InferRequest {
+  const base: InferRequest = {
+    jobId,
+    model: request.model,
+    task: TASK_TO_PROTO[request.task],
+    deviceId,
+    dtype: request.dtype ?? '',
+  };
+  switch (request.task) {
+    case 'text-embedding':
+      return { ...base, textEmbedding: { texts: request.parameters.texts, normalize: request.parameters.normalize ?? false } };
+    case 'tensor': {
+      const inputs: Record<string, Tensor> = {};
+      for (const [name, value] of Object.entries(request.parameters.inputs)) {
+        inputs[name] = { dtype: value.dtype, shape: value.shape, data: bytes(value.data) };
+      }
+      return { ...base, tensor: { inputs } };
+    }
+    default: {
+      const p = request.parameters;
+      return {
+        ...base,
+        imageGeneration: {
+          prompt: p.prompt,
+          negativePrompt: p.negativePrompt ?? '',
+          steps: p.steps,
+          guidanceScale: p.guidanceScale,
+          seed: p.seed,
+          width: p.width,
+          height: p.height,
+          imagesPerPrompt: p.imagesPerPrompt,
+          scheduler: p.scheduler ?? '',
+          ...('strength' in p ? { strength: p.strength } : {}),
+          ...('initImage' in p ? { initImage: bytes(p.initImage) } : {}),
+          ...('maskImage' in p ? { maskImage: bytes(p.maskImage) } : {}),
+        },
+      };
+    }
+  }
+}
+
+/** The parameters as recorded with a session: images replaced by their size, tensors by dtype and shape. */
+export function recordedParameters(request: InferenceRequest): Record<string, unknown> {
+  const { parameters } = request;
+  const recorded: Record<string, unknown> = { ...parameters };
+  for (const key of ['initImage', 'maskImage']) {
+    if (typeof recorded[key] === 'string') recorded[key] = { bytes: Buffer.byteLength(recorded[key] as string, 'base64') };
+  }
+  if (request.task === 'tensor') {
+    recorded.inputs = Object.fromEntries(
+      Object.entries(request.parameters.inputs).map(([name, t]) => [name, { dtype: t.dtype, shape: t.shape }]),
+    );
+  }
+  if (request.task === 'text-embedding') recorded.texts = { count: request.parameters.texts.length };
+  return { ...recorded, ...(request.deviceId ? { deviceId: request.deviceId } : {}), ...(request.dtype ? { dtype: request.dtype } : {}) };
+}

@@ -1,0 +1,148 @@
+import type { Device__Output } from '../../generated/device_ops/v1/Device.js';
+import type { ModelDescriptor__Output } from '../../generated/device_ops/v1/ModelDescriptor.js';
+import { NotFoundError, ServiceUnavailableError } from '../../errors/gateway-error.js';
+import type { WorkerApi } from '../../infra/grpc/worker-client.js';
+import type { WorkerHandle, WorkerPool } from '../workers/worker-handle.js';
+
+/** What the gateway last heard from one worker about its devices and models. */
+export interface WorkerView {
+  worker: WorkerHandle;
+  client: WorkerApi;
+  devices: Device__Output[];
+  models: ModelDescriptor__Output[];
+}
+
+export interface Target {
+  worker: WorkerHandle;
+  client: WorkerApi;
+  /** Device to run on; empty lets the worker choose. */
+  deviceId: string;
+}
+
+/** How long a worker's device and model lists are reused for placement decisions. */
+const VIEW_TTL_MS = 1000;
+
+/**
+ * Chooses the worker (and device) for a request: an explicit device's
+ * worker; else a worker where the model is already resident (shortest queue
+ * first); else the device with the most free memory; then the shortest
+ * queue. Only workers that are serving are considered.
+ */
+export class WorkerScheduler {
+  private readonly views = new Map<string, { at: number; view: Promise<WorkerView> }>();
+  /** Jobs this gateway has running on each worker (tie-breaker without a view). */
+  private readonly inFlight = new Map<string, number>();
+
+  constructor(
+    private readonly pool: WorkerPool,
+    private readonly deadlineMs: number,
+  ) {}
+
+  /** Every worker, serving or not. */
+  total(): number {
+    return this.pool.workers().length;
+  }
+
+  /** Serving workers with a channel. */
+  serving(): { worker: WorkerHandle; client: WorkerApi }[] {
+    return this.pool
+      .workers()
+      .filter((worker) => worker.client !== null && worker.snapshot().state === 'serving')
+      .map((worker) => ({ worker, client: worker.client! }));
+  }
+
+  /** Count a job on a worker; call the returned function when it ends. */
+  track(workerId: string): () => void {
+    this.inFlight.set(workerId, (this.inFlight.get(workerId) ?? 0) + 1);
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      this.inFlight.set(workerId, (this.inFlight.get(workerId) ?? 1) - 1);
+    };
+  }
+
+  /** Forget cached views (after a load or unload changed placements). */
+  invalidate(workerId?: string): void {
+    if (workerId) this.views.delete(workerId);
+    else this.views.clear();
+  }
+
+  /** Views of every serving worker that answers in time; the rest are skipped. */
+  async collectViews(correlationId: string): Promise<WorkerView[]> {
+    const settled = await Promise.allSettled(this.serving().map(({ worker, client }) => this.view(worker, client, correlationId)));
+    return settled.flatMap((result) => (result.status === 'fulfilled' ? [result.value] : []));
+  }
+
+  private view(worker: WorkerHandle, client: WorkerApi, correlationId: string): Promise<WorkerView> {
+    const cached = this.views.get(worker.id);
+    if (cached && Date.now() - cached.at < VIEW_TTL_MS) return cached.view;
+    const options = { correlationId, deadlineMs: this.deadlineMs };
+    const view = Promise.all([client.listDevices(options), client.listModels(options)]).then(([devices, models]) => ({
+      worker,
+      client,
+      devices: devices.devices,
+      models: models.models,
+    }));
+    this.views.set(worker.id, { at: Date.now(), view });
+    view.catch(() => this.views.delete(worker.id));
+    return view;
+  }
+
+  /** The serving worker that holds a device. */
+  async locateDevice(deviceId: string, correlationId: string): Promise<{ view: WorkerView; device: Device__Output }> {
+    for (const view of await this.collectViews(correlationId)) {
+      const device = view.devices.find((d) => d.id === deviceId);
+      if (device) return { view, device };
+    }
+    throw new NotFoundError(`deviceId: no serving worker has a device '${deviceId}'.`);
+  }
+
+  async choose(request: { model: string | null; deviceId?: string }, correlationId: string): Promise<Target> {
+    if (request.deviceId) {
+      const { view } = await this.locateDevice(request.deviceId, correlationId);
+      return { worker: view.worker, client: view.client, deviceId: request.deviceId };
+    }
+    const serving = this.serving();
+    if (serving.length === 0) throw new ServiceUnavailableError('No worker is serving; retry shortly.', 5);
+    if (serving.length === 1 || request.model === null) {
+      // One candidate (or model-less work): the worker places it on its own devices.
+      const busy = (worker: WorkerHandle) => this.inFlight.get(worker.id) ?? 0;
+      const { worker, client } = serving.reduce((best, next) => (busy(next.worker) < busy(best.worker) ? next : best));
+      return { worker, client, deviceId: '' };
+    }
+    const views = await this.collectViews(correlationId);
+    if (views.length === 0) throw new ServiceUnavailableError('No worker answered in time; retry shortly.', 5);
+    return pick(views, request.model);
+  }
+}
+
+const load = (device: Device__Output) => device.runningJobs + device.queuedJobs;
+
+function pick(views: WorkerView[], model: string): Target {
+  const resident: { view: WorkerView; device: Device__Output }[] = [];
+  for (const view of views) {
+    const descriptor = view.models.find((m) => m.name === model);
+    for (const placement of descriptor?.placements ?? []) {
+      const device = view.devices.find((d) => d.id === placement.deviceId);
+      if (device) resident.push({ view, device });
+    }
+  }
+  const candidates =
+    resident.length > 0 ? resident : views.flatMap((view) => view.devices.map((device) => ({ view, device })));
+  const best = candidates.reduce((a, b) => (better(b, a, resident.length > 0) ? b : a));
+  return { worker: best.view.worker, client: best.view.client, deviceId: best.device.id };
+}
+
+/** Resident: shortest queue. Otherwise: CUDA before CPU, then most free memory, then shortest queue. */
+function better(a: { device: Device__Output }, b: { device: Device__Output }, resident: boolean): boolean {
+  if (!resident) {
+    const aCuda = a.device.kind === 'DEVICE_KIND_CUDA';
+    const bCuda = b.device.kind === 'DEVICE_KIND_CUDA';
+    if (aCuda !== bCuda) return aCuda;
+    const aFree = a.device.memory?.freeBytes ?? 0;
+    const bFree = b.device.memory?.freeBytes ?? 0;
+    if (aFree !== bFree) return aFree > bFree;
+  }
+  return load(a.device) < load(b.device);
+}

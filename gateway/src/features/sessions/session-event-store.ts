@@ -1,0 +1,52 @@
+import type { Knex } from 'knex';
+import { fromDbJson, fromDbTimestamp, toDbJson, toDbTimestamp, type DbTimestamp } from '../../infra/database/columns.js';
+import type { SessionEventStore } from './session-store-type.js';
+import type { SessionEvent } from './session-types.js';
+
+const TABLE = 'session_events';
+
+const COLUMNS = ['session_id', 'sequence', 'type', 'data', 'created_at'] as const;
+
+interface SessionEventRow {
+  session_id: string;
+  sequence: number;
+  type: string;
+  /** jsonb on PostgreSQL (parsed), text on SQLite. */
+  data: unknown;
+  created_at: DbTimestamp;
+}
+
+function mapRow(row: SessionEventRow): SessionEvent {
+  return {
+    sessionId: row.session_id,
+    sequence: Number(row.sequence),
+    type: row.type,
+    data: fromDbJson<Record<string, unknown>>(row.data),
+    createdAt: fromDbTimestamp(row.created_at),
+  };
+}
+
+export class SessionEventDbStore implements SessionEventStore {
+  constructor(private readonly db: Knex) {}
+
+  /** Rejects when (sessionId, sequence) exists already or the session does not. */
+  async append(event: SessionEvent): Promise<void> {
+    const row: SessionEventRow = {
+      session_id: event.sessionId,
+      sequence: event.sequence,
+      type: event.type,
+      data: toDbJson(event.data),
+      created_at: toDbTimestamp(event.createdAt),
+    };
+    await this.db(TABLE).insert(row);
+  }
+
+  async listAfter(sessionId: string, afterSequence: number): Promise<SessionEvent[]> {
+    const rows = await this.db(TABLE)
+      .select(COLUMNS)
+      .where('session_id', sessionId)
+      .andWhere('sequence', '>', afterSequence)
+      .orderBy('sequence', 'asc');
+    return (rows as SessionEventRow[]).map(mapRow);
+  }
+}

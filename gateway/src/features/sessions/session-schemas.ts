@@ -1,0 +1,91 @@
+import { z } from 'zod';
+import type { Session } from './session-types.js';
+
+export const SessionStatusSchema = z.enum(['queued', 'running', 'succeeded', 'failed', 'cancelled', 'interrupted']);
+
+export const OutputFileSchema = z
+  .object({
+    name: z.string(),
+    url: z.string().meta({ description: 'GET it with the same credentials.' }),
+    mediaType: z.string(),
+    sizeBytes: z.number().int(),
+    sha256: z.string(),
+    width: z.number().int(),
+    height: z.number().int(),
+  })
+  .meta({ id: 'OutputFile' });
+
+export const SessionResultSchema = z
+  .object({
+    deviceId: z.string(),
+    workerId: z.string(),
+    model: z.string().nullable(),
+    dtype: z.string().nullable(),
+    runMs: z.number(),
+    batchSize: z.number().int(),
+    seed: z.number().int().optional(),
+    files: z.array(OutputFileSchema).optional(),
+    embeddings: z.array(z.array(z.number())).optional(),
+    tensors: z.record(z.string(), z.object({ dtype: z.string(), shape: z.array(z.number().int()), data: z.string() })).optional(),
+  })
+  .meta({ id: 'SessionResult' });
+
+export const SessionSchema = z
+  .object({
+    id: z.string(),
+    owner: z.string(),
+    task: z.string(),
+    model: z.string().nullable(),
+    deviceId: z.string().nullable(),
+    workerId: z.string().nullable(),
+    status: SessionStatusSchema,
+    parameters: z.record(z.string(), z.unknown()),
+    result: z.record(z.string(), z.unknown()).nullable().meta({ description: 'SessionResult when succeeded; { reason } when cancelled.' }),
+    error: z.object({ code: z.string(), message: z.string() }).nullable(),
+    batchId: z.string().nullable(),
+    createdAt: z.iso.datetime(),
+    startedAt: z.iso.datetime().nullable(),
+    finishedAt: z.iso.datetime().nullable(),
+    links: z.object({ self: z.string(), events: z.string() }),
+  })
+  .meta({ id: 'Session' });
+
+export const SessionPageSchema = z
+  .object({
+    items: z.array(SessionSchema),
+    total: z.number().int(),
+    limit: z.number().int(),
+    offset: z.number().int(),
+  })
+  .meta({ id: 'SessionPage' });
+
+export const SessionIdParams = z.strictObject({ id: z.uuid({ error: 'must be a session id (UUID)' }) });
+
+export const SessionListQuery = z.strictObject({
+  status: SessionStatusSchema.optional(),
+  limit: z.coerce.number().int().min(1).max(200).default(50),
+  offset: z.coerce.number().int().min(0).default(0),
+});
+
+export type SessionBody = z.infer<typeof SessionSchema>;
+
+export function presentSession(session: Session): SessionBody {
+  const self = `/api/inference/sessions/${session.id}`;
+  return {
+    id: session.id,
+    owner: session.owner,
+    task: session.task,
+    model: session.model,
+    deviceId: session.deviceId,
+    workerId: session.workerId,
+    status: session.status,
+    parameters: session.parameters,
+    result: session.result,
+    error: session.error,
+    batchId: session.batchId,
+    createdAt: session.createdAt.toISOString(),
+    startedAt: session.startedAt?.toISOString() ?? null,
+    finishedAt: session.finishedAt?.toISOString() ?? null,
+    links: { self, events: `${self}/events` },
+  };
+}
