@@ -87,6 +87,9 @@ export function createApp(config: Config, deps: AppDeps): GatewayApp {
 
   const app = express();
   app.disable('x-powered-by');
+  // Hashing every JSON body for an ETag costs CPU on each request; API
+  // responses here are live data that clients do not revalidate.
+  app.set('etag', false);
   app.set('query parser', 'simple');
   app.use(requestContext(logger));
   app.use(express.json({ limit: config.requestBodyLimitBytes }));

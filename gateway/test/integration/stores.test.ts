@@ -327,6 +327,14 @@ describe.each([databaseBackend('postgres'), databaseBackend('sqlite'), fakeBacke
       expect((await stores.events.listAfter(session.id, 0)).map((item) => item.data)).toEqual([{ first: true }]);
     });
 
+    it('appends several events in one write, all or none', async () => {
+      const session = await newSession('alice');
+      await stores.events.appendMany([event(session.id, 1), event(session.id, 2), event(session.id, 3)]);
+      expect((await stores.events.listAfter(session.id, 0)).map((item) => item.sequence)).toEqual([1, 2, 3]);
+      await expect(stores.events.appendMany([event(session.id, 4), event(session.id, 2)])).rejects.toThrow();
+      expect((await stores.events.listAfter(session.id, 0)).map((item) => item.sequence)).toEqual([1, 2, 3]);
+    });
+
     it('refuses an event of an unknown session', async () => {
       await expect(stores.events.append(event(unique('missing'), 1))).rejects.toThrow();
     });

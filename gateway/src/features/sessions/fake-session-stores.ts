@@ -160,6 +160,22 @@ export class FakeSessionEventStore implements SessionEventStore {
     this.rows.set(event.sessionId, events);
   }
 
+  async appendMany(events: readonly SessionEvent[]): Promise<void> {
+    // All or none, as one INSERT: check every event before keeping any.
+    const keys = new Set<string>();
+    for (const event of events) {
+      const key = `${event.sessionId}#${event.sequence}`;
+      if (keys.has(key) || (this.rows.get(event.sessionId) ?? []).some((e) => e.sequence === event.sequence)) {
+        throw new Error(`duplicate key: event ${key}`);
+      }
+      if (this.sessions && !this.sessions.rows.has(event.sessionId)) {
+        throw new Error(`foreign key: session ${event.sessionId} does not exist`);
+      }
+      keys.add(key);
+    }
+    for (const event of events) await this.append(event);
+  }
+
   async listAfter(sessionId: string, afterSequence: number): Promise<SessionEvent[]> {
     return (this.rows.get(sessionId) ?? [])
       .filter((event) => event.sequence > afterSequence)

@@ -7,22 +7,26 @@ export type SessionListener = (event: SessionEvent) => void;
 interface ActiveLog {
   events: SessionEvent[];
   listeners: Set<SessionListener>;
-  /** Events not yet written to the store. */
-  pending: SessionEvent[];
-  /** The write in progress (writes of one session are serialised). */
-  writing: Promise<void>;
   finished: boolean;
 }
 
+/** How often buffered events are written: one multi-row insert for every session at once. */
+const FLUSH_INTERVAL_MS = 50;
+/** Write sooner when this many events wait. */
+const FLUSH_AT = 1000;
+
 /**
  * Events of running sessions: kept in memory and delivered to listeners the
- * moment they happen, and written to the store behind, in order and in
- * batches, so relaying a progress event never waits on the database.
- * Once a session ends and its events are stored, later readers replay from
- * the store.
+ * moment they happen, and written to the store behind them — every session's
+ * pending events together, every 50 ms — so relaying an event never waits on
+ * the database. Once a session ends and its events are stored, later readers
+ * replay from the store.
  */
 export class SessionEventLog {
   private readonly active = new Map<string, ActiveLog>();
+  private pending: SessionEvent[] = [];
+  private timer: NodeJS.Timeout | null = null;
+  private writing: Promise<void> = Promise.resolve();
 
   constructor(
     private readonly store: SessionEventStore,
@@ -30,7 +34,7 @@ export class SessionEventLog {
   ) {}
 
   open(sessionId: string): void {
-    this.active.set(sessionId, { events: [], listeners: new Set(), pending: [], writing: Promise.resolve(), finished: false });
+    this.active.set(sessionId, { events: [], listeners: new Set(), finished: false });
   }
 
   /** Record and deliver an event of an open session. */
@@ -38,18 +42,18 @@ export class SessionEventLog {
     const log = this.active.get(event.sessionId);
     if (!log) throw new Error(`session ${event.sessionId} has no open event log`);
     log.events.push(event);
-    log.pending.push(event);
     for (const listener of log.listeners) listener(event);
-    if (log.pending.length === 1) log.writing = log.writing.then(() => this.flush(event.sessionId, log));
+    this.pending.push(event);
+    if (this.pending.length >= FLUSH_AT) void this.flush();
+    else this.timer ??= setTimeout(() => void this.flush(), FLUSH_INTERVAL_MS);
   }
 
-  /** Wait until every event is stored, then let later readers use the store. */
+  /** Wait until the session's events are stored, then let later readers use the store. */
   async close(sessionId: string): Promise<void> {
     const log = this.active.get(sessionId);
     if (!log) return;
     log.finished = true;
-    await log.writing;
-    if (log.pending.length > 0) await this.flush(sessionId, log);
+    await this.flush();
     // Listeners still attached keep their reference; new readers go to the store.
     this.active.delete(sessionId);
   }
@@ -86,14 +90,20 @@ export class SessionEventLog {
     return this.active.get(sessionId)?.listeners.size ?? 0;
   }
 
-  private async flush(sessionId: string, log: ActiveLog): Promise<void> {
-    while (log.pending.length > 0) {
-      const batch = log.pending.splice(0);
+  /** Write everything pending; writes are serialised, so events land in order. */
+  flush(): Promise<void> {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    this.writing = this.writing.then(async () => {
+      const batch = this.pending;
+      if (batch.length === 0) return;
+      this.pending = [];
       try {
-        for (const event of batch) await this.store.append(event);
+        await this.store.appendMany(batch);
       } catch (error) {
-        this.logger.error('could not store session events', { sessionId, count: batch.length, err: error });
+        this.logger.error('could not store session events', { count: batch.length, err: error });
       }
-    }
+    });
+    return this.writing;
   }
 }

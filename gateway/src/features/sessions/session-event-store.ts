@@ -26,19 +26,27 @@ function mapRow(row: SessionEventRow): SessionEvent {
   };
 }
 
+function toRow(event: SessionEvent): SessionEventRow {
+  return {
+    session_id: event.sessionId,
+    sequence: event.sequence,
+    type: event.type,
+    data: toDbJson(event.data),
+    created_at: toDbTimestamp(event.createdAt),
+  };
+}
+
 export class SessionEventDbStore implements SessionEventStore {
   constructor(private readonly db: Knex) {}
 
   /** Rejects when (sessionId, sequence) exists already or the session does not. */
   async append(event: SessionEvent): Promise<void> {
-    const row: SessionEventRow = {
-      session_id: event.sessionId,
-      sequence: event.sequence,
-      type: event.type,
-      data: toDbJson(event.data),
-      created_at: toDbTimestamp(event.createdAt),
-    };
-    await this.db(TABLE).insert(row);
+    await this.appendMany([event]);
+  }
+
+  async appendMany(events: readonly SessionEvent[]): Promise<void> {
+    if (events.length === 0) return;
+    await this.db(TABLE).insert(events.map(toRow));
   }
 
   async listAfter(sessionId: string, afterSequence: number): Promise<SessionEvent[]> {

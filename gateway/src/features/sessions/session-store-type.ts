@@ -14,6 +14,8 @@ export interface SessionStore {
 /** Session events: append-only, ordered by sequence within a session. */
 export interface SessionEventStore {
   append(event: SessionEvent): Promise<void>;
+  /** Several events in one write (one statement), all or none. */
+  appendMany(events: readonly SessionEvent[]): Promise<void>;
   /** Events with sequence > afterSequence, in order. */
   listAfter(sessionId: string, afterSequence: number): Promise<SessionEvent[]>;
 }

@@ -1,0 +1,258 @@
+/**
+ * Gateway benchmark: the costs the gateway adds, measured side by side in one
+ * run on this machine, each printed next to its target.
+ *
+ *   npm run bench            (from the repository root; builds first)
+ *
+ * 1. CPU per relayed request: authenticated GET /api/device/list (JWT,
+ *    validation, logging, one ListDevices call to a worker), gateway process
+ *    CPU time ÷ requests. Target ≤ 350 µs.
+ * 2. SSE relay at 50 streams × 100 events/s: each event's delivery latency
+ *    through the gateway (worker → gRPC → gateway → SSE → client) minus the
+ *    same read directly from the worker's gRPC stream, p50 and p99; and gateway
+ *    CPU per relayed event. Targets ≤ 0.3 ms p50 added, ≤ 50 µs CPU per event.
+ * 3. 1,000 concurrent SSE streams held open: gateway resident memory, and
+ *    again after they closed. Targets < 250 MB, back within 10 % of idle.
+ *
+ * The worker side is bench/event-source-worker.ts, a gRPC server speaking the
+ * real contract that emits events at a set rate and notes when it sent each,
+ * so one clock times both paths. The gateway runs as its own process, pinned
+ * to core 0 when `taskset` exists; this process (load and event source) to
+ * the other cores.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpus, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import autocannon from 'autocannon';
+import * as grpc from '@grpc/grpc-js';
+import jwt from 'jsonwebtoken';
+import { repoRoot } from '../src/infra/paths.js';
+import { loadProtos } from '../src/infra/grpc/protos.js';
+import type { InferEvent__Output } from '../src/generated/device_ops/v1/InferEvent.js';
+import { EventSourceWorker } from './event-source-worker.js';
+
+const SECRET = 'bench-secret-0123456789-abcdefghijklmnopqrstuvwxyz';
+const TOKEN = jwt.sign({ scope: 'inference' }, SECRET, { algorithm: 'HS256', subject: 'bench', expiresIn: 3600 });
+const AUTH = { authorization: `Bearer ${TOKEN}` };
+const CLOCK_TICK_US = 1e6 / Number(spawnSync('getconf', ['CLK_TCK']).stdout.toString().trim() || 100);
+const canPin = spawnSync('taskset', ['-V']).status === 0 && cpus().length > 1;
+
+interface Gateway {
+  child: ChildProcess;
+  url: string;
+  pid: number;
+}
+
+/** Gateway CPU time in µs so far (user + system), from /proc. */
+function cpuMicros(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return (Number(fields[11]) + Number(fields[12])) * CLOCK_TICK_US;
+}
+
+function rssBytes(pid: number): number {
+  const line = readFileSync(`/proc/${pid}/status`, 'utf8').split('\n').find((l) => l.startsWith('VmRSS:'))!;
+  return Number(line.split(/\s+/)[1]) * 1024;
+}
+
+const percentile = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function startGateway(workerAddress: string): Promise<Gateway> {
+  const dataDirectory = mkdtempSync(join(tmpdir(), 'gateway-bench-'));
+  // BENCH_NODE_ARGS, e.g. "--cpu-prof --cpu-prof-dir=var/bench", to profile the gateway.
+  const args = [...(process.env.BENCH_NODE_ARGS?.split(' ').filter(Boolean) ?? []), join(repoRoot, 'gateway', 'dist', 'server.js')];
+  const command = canPin ? 'taskset' : process.execPath;
+  const child = spawn(command, canPin ? ['-c', '0', process.execPath, ...args] : args, {
+    env: {
+      PATH: process.env.PATH,
+      PORT: '0',
+      HOST: '127.0.0.1',
+      JWT_SECRET: SECRET,
+      WORKER_ADDRESSES: workerAddress,
+      DATA_DIRECTORY: dataDirectory,
+      OUTPUT_DIRECTORY: dataDirectory,
+      LOG_LEVEL: 'info',
+    },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const url = await new Promise<string>((resolve, reject) => {
+    const lines = createInterface({ input: child.stdout! });
+    lines.on('line', (line) => {
+      if (line.includes('"gateway listening"')) resolve(String((JSON.parse(line) as { url: string }).url).replace('localhost', '127.0.0.1'));
+    });
+    child.once('exit', (code) => reject(new Error(`gateway exited with ${code}`)));
+  });
+  // Keep draining its log so the pipe never blocks it.
+  child.stdout!.resume();
+  return { child, url, pid: child.pid! };
+}
+
+async function requestCost(gateway: Gateway) {
+  // Warm up JIT, connections and caches.
+  await autocannon({ url: `${gateway.url}/api/device/list`, headers: AUTH, connections: 10, duration: 3 });
+  const before = cpuMicros(gateway.pid);
+  const result = await autocannon({ url: `${gateway.url}/api/device/list`, headers: AUTH, connections: 10, duration: 10 });
+  const cpu = cpuMicros(gateway.pid) - before;
+  const ok = result['2xx'];
+  if (result.non2xx > 0) throw new Error(`${result.non2xx} non-2xx responses`);
+  return { requests: ok, cpuMicrosPerRequest: cpu / ok, requestsPerSecond: result.requests.average, p50Ms: result.latency.p50, p99Ms: result.latency.p99 };
+}
+
+/** Latencies (ms) of progress events read directly from the worker over gRPC. */
+async function directLatencies(source: EventSourceWorker, address: string, streams: number): Promise<number[]> {
+  const protos = loadProtos();
+  const client = new protos.device_ops.v1.WorkerService(address, grpc.credentials.createInsecure());
+  const latencies: number[] = [];
+  await Promise.all(
+    Array.from({ length: streams }, (_, i) =>
+      new Promise<void>((resolve, reject) => {
+        const jobId = `direct-${i}`;
+        const call = client.infer({ jobId, model: 'bench-model', task: 'MODEL_TASK_TEXT_TO_IMAGE' });
+        call.on('data', (event: InferEvent__Output) => {
+          if (event.event === 'progress') latencies.push(performance.now() - source.sentAt.get(`${jobId}#${event.sequence}`)!);
+        });
+        call.on('end', resolve);
+        call.on('error', reject);
+      }),
+    ),
+  );
+  client.close();
+  return latencies;
+}
+
+/** Latencies (ms) of the same events relayed by the gateway as SSE; also how many arrived. */
+async function relayedLatencies(source: EventSourceWorker, gateway: Gateway, streams: number): Promise<number[]> {
+  const latencies: number[] = [];
+  await Promise.all(
+    Array.from({ length: streams }, async () => {
+      const response = await fetch(`${gateway.url}/api/inference/execute`, {
+        method: 'POST',
+        headers: { ...AUTH, 'content-type': 'application/json', accept: 'text/event-stream' },
+        body: JSON.stringify({ task: 'text-to-image', model: 'bench-model', parameters: { prompt: 'bench' } }),
+      });
+      const decoder = new TextDecoder();
+      let buffer = '';
+      let sessionId = '';
+      for await (const chunk of response.body!) {
+        buffer += decoder.decode(chunk as Uint8Array, { stream: true });
+        let end: number;
+        while ((end = buffer.indexOf('\n\n')) >= 0) {
+          const frame = buffer.slice(0, end);
+          buffer = buffer.slice(end + 2);
+          const id = /^id: (\d+)$/m.exec(frame)?.[1];
+          const type = /^event: (\w+)$/m.exec(frame)?.[1];
+          if (type === 'accepted') sessionId = (JSON.parse(/^data: (.*)$/m.exec(frame)![1]!) as { sessionId: string }).sessionId;
+          if (type === 'progress' && id) latencies.push(performance.now() - source.sentAt.get(`${sessionId}#${id}`)!);
+        }
+      }
+    }),
+  );
+  return latencies;
+}
+
+async function sseRelay(source: EventSourceWorker, gateway: Gateway, address: string, streams: number, perSecond: number, seconds: number) {
+  source.options = { events: perSecond * seconds, intervalMs: 1000 / perSecond };
+  const direct = (await directLatencies(source, address, streams)).sort((a, b) => a - b);
+  const before = cpuMicros(gateway.pid);
+  const relayed = (await relayedLatencies(source, gateway, streams)).sort((a, b) => a - b);
+  const cpu = cpuMicros(gateway.pid) - before;
+  const expected = streams * perSecond * seconds;
+  return {
+    streams,
+    eventsPerSecondPerStream: perSecond,
+    eventsRelayed: relayed.length,
+    eventsExpected: expected,
+    directP50Ms: percentile(direct, 50),
+    directP99Ms: percentile(direct, 99),
+    relayedP50Ms: percentile(relayed, 50),
+    relayedP99Ms: percentile(relayed, 99),
+    addedP50Ms: percentile(relayed, 50) - percentile(direct, 50),
+    addedP99Ms: percentile(relayed, 99) - percentile(direct, 99),
+    gatewayCpuMicrosPerEvent: cpu / relayed.length,
+  };
+}
+
+async function heldStreams(source: EventSourceWorker, gateway: Gateway, count: number) {
+  await sleep(2000);
+  const idle = rssBytes(gateway.pid);
+  source.options = { events: 120, intervalMs: 1000 };
+  const controllers = Array.from({ length: count }, () => new AbortController());
+  let started = 0;
+  const readers = controllers.map(async (controller) => {
+    try {
+      const response = await fetch(`${gateway.url}/api/inference/execute`, {
+        method: 'POST',
+        headers: { ...AUTH, 'content-type': 'application/json', accept: 'text/event-stream' },
+        body: JSON.stringify({ task: 'text-to-image', model: 'bench-model', parameters: { prompt: 'held' } }),
+        signal: controller.signal,
+      });
+      let counted = false;
+      for await (const chunk of response.body!) {
+        if (!counted && new TextDecoder().decode(chunk as Uint8Array).includes('event: started')) {
+          counted = true;
+          started += 1;
+        }
+      }
+    } catch {
+      // aborted by us
+    }
+  });
+  const deadline = Date.now() + 120_000;
+  while (started < count && Date.now() < deadline) await sleep(250);
+  await sleep(3000);
+  const open = rssBytes(gateway.pid);
+  for (const controller of controllers) controller.abort();
+  await Promise.all(readers);
+  await sleep(10_000);
+  const after = rssBytes(gateway.pid);
+  return { streams: count, opened: started, idleRssBytes: idle, openRssBytes: open, afterRssBytes: after, afterVsIdle: after / idle - 1 };
+}
+
+const only = process.env.BENCH_ONLY; // "request", "sse" or "memory": run one part
+
+async function main(): Promise<void> {
+  if (canPin) spawnSync('taskset', ['-pc', cpus().length > 2 ? `1-${cpus().length - 1}` : '1', String(process.pid)]);
+  const source = new EventSourceWorker();
+  const address = await source.start();
+  const gateway = await startGateway(address);
+  try {
+    if (only) {
+      const part = only === 'request' ? await requestCost(gateway) : only === 'sse' ? await sseRelay(source, gateway, address, 50, 100, 10) : await heldStreams(source, gateway, 1000);
+      console.log(JSON.stringify(part, null, 2));
+      return;
+    }
+    const request = await requestCost(gateway);
+    const sse = await sseRelay(source, gateway, address, 50, 100, 10);
+    const memory = await heldStreams(source, gateway, 1000);
+    const mb = (bytes: number) => Math.round((bytes / 2 ** 20) * 10) / 10;
+    const rows: [string, string, string, boolean][] = [
+      ['gateway CPU per relayed request (µs)', request.cpuMicrosPerRequest.toFixed(0), '≤ 350', request.cpuMicrosPerRequest <= 350],
+      ['  requests/s at 10 connections, p50 / p99 ms', `${request.requestsPerSecond.toFixed(0)}, ${request.p50Ms} / ${request.p99Ms}`, '', true],
+      ['SSE 50×100/s: events relayed / expected', `${sse.eventsRelayed} / ${sse.eventsExpected}`, 'all', sse.eventsRelayed === sse.eventsExpected],
+      ['SSE added latency p50 (ms)', sse.addedP50Ms.toFixed(3), '≤ 0.3', sse.addedP50Ms <= 0.3],
+      ['SSE added latency p99 (ms)', sse.addedP99Ms.toFixed(3), '≤ 2', sse.addedP99Ms <= 2],
+      ['SSE gateway CPU per event (µs)', sse.gatewayCpuMicrosPerEvent.toFixed(1), '≤ 50', sse.gatewayCpuMicrosPerEvent <= 50],
+      ['RSS idle (MB)', String(mb(memory.idleRssBytes)), '', true],
+      [`RSS with ${memory.opened} SSE streams open (MB)`, String(mb(memory.openRssBytes)), '< 250', memory.openRssBytes < 250 * 2 ** 20 && memory.opened === 1000],
+      ['RSS 10 s after they closed (MB)', `${mb(memory.afterRssBytes)} (${(memory.afterVsIdle * 100).toFixed(1)} % vs idle)`, '≤ +10 %', memory.afterVsIdle <= 0.1],
+    ];
+    console.log(`gateway benchmark — ${cpus()[0]?.model} ×${cpus().length}, node ${process.version}, gateway pinned: ${canPin}`);
+    for (const [name, value, target, pass] of rows) {
+      console.log(`${name.padEnd(48)}${value.padStart(24)}  ${target.padEnd(8)}${target ? (pass ? 'PASS' : 'FAIL') : ''}`);
+    }
+    const results = { machine: { cpu: cpus()[0]?.model, cores: cpus().length, node: process.version, pinned: canPin }, request, sse, memory };
+    const out = join(repoRoot, 'var', 'bench');
+    mkdirSync(out, { recursive: true });
+    writeFileSync(join(out, 'gateway-bench.json'), JSON.stringify(results, null, 2));
+    console.log(`figures written to ${join('var', 'bench', 'gateway-bench.json')}`);
+  } finally {
+    gateway.child.kill('SIGTERM');
+    await new Promise((resolve) => gateway.child.once('exit', resolve));
+    await source.stop();
+  }
+}
+
+await main();
+process.exit(0);
