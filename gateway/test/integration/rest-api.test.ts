@@ -265,6 +265,46 @@ describe.each(['sqlite', 'postgres'] as Dialect[])('REST API on %s', (dialect) =
     expect(batchRows).toHaveLength(3);
   });
 
+  it.skipIf(!dialectAvailable(dialect))('lists capabilities and dry-runs a request with an estimate', async () => {
+    const capabilities = await getJson(`${real.url}/api/inference/capabilities`, alice);
+    expect(capabilities.status).toBe(200);
+    const byTask = Object.fromEntries((capabilities.body!.tasks as { task: string; models: string[] }[]).map((t) => [t.task, t.models]));
+    expect(byTask['text-to-image']).toEqual(['tiny-sd']);
+    expect(byTask['text-embedding']).toEqual(['minilm']);
+    expect(byTask['upscale']).toEqual(['tiny-upscaler']);
+    expect(capabilities.body!.limits).toMatchObject({ maxImageSide: 2048, maxSteps: 150 });
+
+    const before = (await rows('sessions')).length;
+    const dry = await json(await post('/api/inference/validate', t2i({ steps: 4 })));
+    expect(dry.status).toBe(200);
+    expect(dry.body).toMatchObject({ valid: true, workerId: 'worker-0' });
+    // Earlier tests ran tiny-sd text-to-image here: the estimate comes from them.
+    expect(dry.body.estimate.seconds).toBeGreaterThan(0);
+    expect(dry.body.estimate.memoryBytes).toBeGreaterThan(0);
+    expect((await json(await post('/api/inference/validate', { ...t2i(), model: 'ghost' }))).status).toBe(404);
+    // A dry run records nothing and runs nothing.
+    expect((await rows('sessions')).length).toBe(before);
+  });
+
+  it.skipIf(!dialectAvailable(dialect))('cancels a batch: running items stop, pending ones never start', async () => {
+    const items = Array.from({ length: 4 }, (_, i) => t2i({ steps: 60, width: 256, height: 256, seed: i }));
+    const created = await json(await post('/api/processing/batches', { items, concurrency: 1 }));
+    expect(created.status).toBe(202);
+    await waitFor(async () => {
+      const { body } = await getJson(`${real.url}/api/processing/batches/${created.body.id}`, alice);
+      return (body!.sessions as { status: string }[]).some((s) => s.status === 'running') ? true : undefined;
+    });
+    const cancelled = await fetch(`${real.url}/api/processing/batches/${created.body.id}`, { method: 'DELETE', headers: alice });
+    expect(cancelled.status).toBe(202);
+    const done = await waitFor(async () => {
+      const body = (await getJson(`${real.url}/api/processing/batches/${created.body.id}`, alice)).body as Record<string, any>;
+      return body.status === 'cancelled' && body.progress.finished === body.sessions.length ? body : undefined;
+    });
+    expect(done!.counts).toEqual({ cancelled: 1 });
+    expect(done!.progress).toMatchObject({ total: 4, notStarted: 3 });
+    expect((await getJson(`${real.url}/api/processing/batches/${created.body.id}`, bob)).status).toBe(404);
+  });
+
   // ------------------------------------------------------------ bad input
 
   it.skipIf(!dialectAvailable(dialect))('refuses bad input before any worker call or record', async () => {
