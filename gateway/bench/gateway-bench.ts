@@ -13,6 +13,10 @@
  *    CPU per relayed event. Targets ≤ 0.3 ms p50 added, ≤ 50 µs CPU per event.
  * 3. 1,000 concurrent SSE streams held open: gateway resident memory, and
  *    again after they closed. Targets < 250 MB, back within 10 % of idle.
+ * 4. Authentication + rate limiting: CPU per request of GET /api/auth/whoami
+ *    (per-client limit, authentication, per-principal limit, a tiny JSON
+ *    answer) with a JWT and with an API key, minus GET /health (per-client
+ *    limit only, same size of work otherwise). Target ≤ 100 µs.
  *
  * The worker side is bench/event-source-worker.ts, a gRPC server speaking the
  * real contract that emits events at a set rate and notes when it sent each,
@@ -36,6 +40,7 @@ import { EventSourceWorker } from './event-source-worker.js';
 const SECRET = 'bench-secret-0123456789-abcdefghijklmnopqrstuvwxyz';
 const TOKEN = jwt.sign({ scope: 'inference' }, SECRET, { algorithm: 'HS256', subject: 'bench', expiresIn: 3600 });
 const AUTH = { authorization: `Bearer ${TOKEN}` };
+const ADMIN_KEY = 'bench-admin-key-0123456789abcdefghijklmnop';
 const CLOCK_TICK_US = 1e6 / Number(spawnSync('getconf', ['CLK_TCK']).stdout.toString().trim() || 100);
 const canPin = spawnSync('taskset', ['-V']).status === 0 && cpus().length > 1;
 
@@ -74,6 +79,11 @@ async function startGateway(workerAddress: string): Promise<Gateway> {
       DATA_DIRECTORY: dataDirectory,
       OUTPUT_DIRECTORY: dataDirectory,
       LOG_LEVEL: 'info',
+      ADMIN_API_KEY: ADMIN_KEY,
+      // Limits stay in the path (their cost is measured) but never trigger here.
+      RATE_LIMIT_PER_IP: '1000000',
+      RATE_LIMIT_PER_PRINCIPAL: '1000000',
+      RATE_LIMIT_INFERENCE_PER_PRINCIPAL: '1000000',
     },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
@@ -87,6 +97,28 @@ async function startGateway(workerAddress: string): Promise<Gateway> {
   // Keep draining its log so the pipe never blocks it.
   child.stdout!.resume();
   return { child, url, pid: child.pid! };
+}
+
+/** Gateway CPU per request of one route under load (10 connections, 6 s after a 2 s warm-up). */
+async function cpuPerRequest(gateway: Gateway, path: string, headers: Record<string, string>) {
+  await autocannon({ url: `${gateway.url}${path}`, headers, connections: 10, duration: 2 });
+  const before = cpuMicros(gateway.pid);
+  const result = await autocannon({ url: `${gateway.url}${path}`, headers, connections: 10, duration: 6 });
+  if (result.non2xx > 0) throw new Error(`${path}: ${result.non2xx} non-2xx responses`);
+  return (cpuMicros(gateway.pid) - before) / result['2xx'];
+}
+
+async function authCost(gateway: Gateway) {
+  const created = await fetch(`${gateway.url}/api/admin/keys`, {
+    method: 'POST',
+    headers: { 'x-api-key': ADMIN_KEY, 'content-type': 'application/json' },
+    body: JSON.stringify({ name: 'bench', scopes: ['inference'] }),
+  });
+  const { key } = (await created.json()) as { key: string };
+  const baseline = await cpuPerRequest(gateway, '/health', {});
+  const jwtCost = await cpuPerRequest(gateway, '/api/auth/whoami', AUTH);
+  const apiKeyCost = await cpuPerRequest(gateway, '/api/auth/whoami', { 'x-api-key': key });
+  return { publicMicros: baseline, jwtMicros: jwtCost, apiKeyMicros: apiKeyCost, jwtAddedMicros: jwtCost - baseline, apiKeyAddedMicros: apiKeyCost - baseline };
 }
 
 async function requestCost(gateway: Gateway) {
@@ -219,17 +251,27 @@ async function main(): Promise<void> {
   const gateway = await startGateway(address);
   try {
     if (only) {
-      const part = only === 'request' ? await requestCost(gateway) : only === 'sse' ? await sseRelay(source, gateway, address, 50, 100, 10) : await heldStreams(source, gateway, 1000);
+      const parts: Record<string, () => Promise<unknown>> = {
+        request: () => requestCost(gateway),
+        sse: () => sseRelay(source, gateway, address, 50, 100, 10),
+        memory: () => heldStreams(source, gateway, 1000),
+        auth: () => authCost(gateway),
+      };
+      const part = await parts[only]!();
       console.log(JSON.stringify(part, null, 2));
       return;
     }
     const request = await requestCost(gateway);
+    const auth = await authCost(gateway);
     const sse = await sseRelay(source, gateway, address, 50, 100, 10);
     const memory = await heldStreams(source, gateway, 1000);
     const mb = (bytes: number) => Math.round((bytes / 2 ** 20) * 10) / 10;
     const rows: [string, string, string, boolean][] = [
       ['gateway CPU per relayed request (µs)', request.cpuMicrosPerRequest.toFixed(0), '≤ 350', request.cpuMicrosPerRequest <= 350],
       ['  requests/s at 10 connections, p50 / p99 ms', `${request.requestsPerSecond.toFixed(0)}, ${request.p50Ms} / ${request.p99Ms}`, '', true],
+      ['auth + rate limits, JWT (µs CPU per request)', auth.jwtAddedMicros.toFixed(0), '≤ 100', auth.jwtAddedMicros <= 100],
+      ['auth + rate limits, API key (µs CPU per request)', auth.apiKeyAddedMicros.toFixed(0), '≤ 100', auth.apiKeyAddedMicros <= 100],
+      ['  public /health, whoami JWT, whoami key (µs)', `${auth.publicMicros.toFixed(0)}, ${auth.jwtMicros.toFixed(0)}, ${auth.apiKeyMicros.toFixed(0)}`, '', true],
       ['SSE 50×100/s: events relayed / expected', `${sse.eventsRelayed} / ${sse.eventsExpected}`, 'all', sse.eventsRelayed === sse.eventsExpected],
       ['SSE added latency p50 (ms)', sse.addedP50Ms.toFixed(3), '≤ 0.3', sse.addedP50Ms <= 0.3],
       ['SSE added latency p99 (ms)', sse.addedP99Ms.toFixed(3), '≤ 2', sse.addedP99Ms <= 2],
@@ -242,7 +284,7 @@ async function main(): Promise<void> {
     for (const [name, value, target, pass] of rows) {
       console.log(`${name.padEnd(48)}${value.padStart(24)}  ${target.padEnd(8)}${target ? (pass ? 'PASS' : 'FAIL') : ''}`);
     }
-    const results = { machine: { cpu: cpus()[0]?.model, cores: cpus().length, node: process.version, pinned: canPin }, request, sse, memory };
+    const results = { machine: { cpu: cpus()[0]?.model, cores: cpus().length, node: process.version, pinned: canPin }, request, auth, sse, memory };
     const out = join(repoRoot, 'var', 'bench');
     mkdirSync(out, { recursive: true });
     writeFileSync(join(out, 'gateway-bench.json'), JSON.stringify(results, null, 2));

@@ -1,14 +1,22 @@
-import express, { type Express } from 'express';
+import { BlockList, isIPv6 } from 'node:net';
+import cors from 'cors';
+import express, { type Express, type Request, type RequestHandler } from 'express';
+import helmet from 'helmet';
 import type { Config } from './config/config.js';
+import type { GatewayStores } from './create-stores.js';
 import type { Logger } from './infra/logger.js';
-import { JwtAuthenticator } from './features/auth/jwt-authenticator.js';
+import { adminRoutes } from './features/admin/admin-routes.js';
+import { ApiKeyService } from './features/api-keys/api-key-service.js';
+import { AuditService } from './features/audit/audit-service.js';
+import { Authenticator } from './features/auth/authenticator.js';
+import { authRoutes } from './features/auth/auth-routes.js';
 import { batchRoutes } from './features/batches/batch-routes.js';
 import { BatchService } from './features/batches/batch-service.js';
 import { DeviceService } from './features/devices/device-service.js';
 import { deviceRoutes } from './features/devices/device-routes.js';
 import { docsRouter } from './features/docs/docs-routes.js';
 import { createRegistry, generateDocument, type OpenApiDocument } from './features/docs/openapi.js';
-import { HealthService } from './features/health/health-service.js';
+import { HealthService, type DependencyCheck } from './features/health/health-service.js';
 import { healthRoutes } from './features/health/health-routes.js';
 import { inferenceRoutes } from './features/inference/inference-routes.js';
 import { InferenceService } from './features/inference/inference-service.js';
@@ -19,29 +27,60 @@ import { postprocessingRoutes } from './features/postprocessing/postprocessing-r
 import { WorkerScheduler } from './features/scheduling/worker-scheduler.js';
 import { SessionEventLog } from './features/sessions/session-event-log.js';
 import { SessionService } from './features/sessions/session-service.js';
-import type { SessionStores } from './features/sessions/session-store.js';
 import type { WorkerPool } from './features/workers/worker-handle.js';
-import { mountRoutes } from './http/route.js';
+import { mountRoutes, type DeclaredRoute, type RouteGuards } from './http/route.js';
 import { notFoundHandler, problemMiddleware } from './http/problem-middleware.js';
 import { requestContext } from './http/request-context.js';
+
+/** Per-client and per-principal limits, in front of every route (see features/rate-limits). */
+export interface RouteLimits {
+  perClient: RequestHandler;
+  perPrincipal: RequestHandler;
+  inference: RequestHandler;
+}
 
 export interface AppDeps {
   logger: Logger;
   workers: WorkerPool;
   version: string;
   /** Database-backed stores, or their in-memory fakes in unit tests. */
-  stores: SessionStores;
+  stores: GatewayStores;
+  /** Rate limits; none in unit tests of other logic. */
+  limits?: RouteLimits;
+  /** Extra dependencies /health/detailed reports (database, Redis…). */
+  dependencies?: DependencyCheck[];
 }
 
 export interface GatewayServices {
   sessions: SessionService;
   batches: BatchService;
+  apiKeys: ApiKeyService;
+  audit: AuditService;
 }
 
 export interface GatewayApp {
   app: Express;
   openapi: OpenApiDocument;
   services: GatewayServices;
+  /** Every route with who may call it (a test checks nothing is mounted without a declaration). */
+  declared: DeclaredRoute[];
+}
+
+/** Routes mounted outside mountRoutes, declared here: the API documentation. */
+const DOCS_ROUTES: DeclaredRoute[] = [
+  { method: 'get', path: '/api-docs/openapi.json', auth: 'public' },
+  { method: 'use', path: '/api-docs', auth: 'public' },
+];
+
+function allowList(entries: readonly string[] | undefined): BlockList {
+  const list = new BlockList();
+  for (const entry of entries ?? []) {
+    const [address, bits] = entry.split('/');
+    const type = isIPv6(address!) ? 'ipv6' : 'ipv4';
+    if (bits === undefined) list.addAddress(address!, type);
+    else list.addSubnet(address!, Number(bits), type);
+  }
+  return list;
 }
 
 /**
@@ -51,6 +90,9 @@ export interface GatewayApp {
  */
 export function createApp(config: Config, deps: AppDeps): GatewayApp {
   const { logger, workers, stores } = deps;
+  const audit = new AuditService(stores.audit, logger);
+  const apiKeys = new ApiKeyService(stores.apiKeys, logger, config.adminApiKey);
+  const authenticator = new Authenticator(config, config.authApiKeysEnabled ? apiKeys : null);
   const scheduler = new WorkerScheduler(workers, config.grpcDeadlineMs);
   const sessions = new SessionService({
     sessions: stores.sessions,
@@ -61,29 +103,51 @@ export function createApp(config: Config, deps: AppDeps): GatewayApp {
     outputUrl: (sessionId, file) => `/api/inference/outputs/${sessionId}/${encodeURIComponent(file)}`,
   });
   const inference = new InferenceService(sessions, scheduler);
-  const batches = new BatchService({
-    batches: stores.batches,
-    sessions: stores.sessions,
-    sessionService: sessions,
-    inference,
-    scheduler,
-    logger,
-  });
+  const batches = new BatchService({ batches: stores.batches, sessions: stores.sessions, sessionService: sessions, inference, scheduler, logger });
   const devices = new DeviceService(workers, scheduler, config.grpcDeadlineMs);
-  const health = new HealthService(workers, { deadlineMs: config.healthCheckDeadlineMs, version: deps.version });
+  const health = new HealthService(workers, {
+    deadlineMs: config.healthCheckDeadlineMs,
+    version: deps.version,
+    dependencies: deps.dependencies ?? [],
+  });
   const models = new ModelService(scheduler);
-  const auth = new JwtAuthenticator(config);
   const registry = createRegistry();
 
-  const routes = [
-    ...healthRoutes(health),
-    ...deviceRoutes(devices),
-    ...memoryRoutes(scheduler),
-    ...modelRoutes(models),
-    ...inferenceRoutes({ inference, sessions, outputDirectory: config.outputDirectory }),
-    ...postprocessingRoutes(sessions),
-    ...batchRoutes(batches),
-  ];
+  const internal = allowList(config.internalAllowList);
+  const guards: RouteGuards = {
+    authenticate: (onFailure) => authenticator.middleware(onFailure),
+    ...(deps.limits ?? {}),
+    jsonBody: express.json({ limit: config.requestBodyLimitBytes }),
+    internalAccess: (req: Request) => {
+      if (config.metricsPublic) return true;
+      const ip = req.socket.remoteAddress ?? '';
+      const address = ip.startsWith('::ffff:') ? ip.slice(7) : ip;
+      return address !== '' && internal.check(address, isIPv6(address) ? 'ipv6' : 'ipv4');
+    },
+    audit: ({ req, action, target, outcome, details }) =>
+      void audit.record({
+        actor: req.context.principal?.id ?? 'anonymous',
+        action,
+        target,
+        clientAddress: req.ip ?? null,
+        outcome,
+        details: details ?? null,
+      }),
+  };
+  const { router, declared } = mountRoutes(
+    [
+      ...healthRoutes(health),
+      ...authRoutes(),
+      ...deviceRoutes(devices),
+      ...memoryRoutes(scheduler),
+      ...modelRoutes(models),
+      ...inferenceRoutes({ inference, sessions, outputDirectory: config.outputDirectory, audit }),
+      ...postprocessingRoutes(sessions),
+      ...batchRoutes(batches),
+      ...adminRoutes(apiKeys, audit),
+    ],
+    { registry, guards },
+  );
 
   const app = express();
   app.disable('x-powered-by');
@@ -91,12 +155,42 @@ export function createApp(config: Config, deps: AppDeps): GatewayApp {
   // responses here are live data that clients do not revalidate.
   app.set('etag', false);
   app.set('query parser', 'simple');
+  // Exactly the proxy hops that exist (NGINX); with the default, a
+  // client-sent X-Forwarded-For never changes req.ip.
+  app.set('trust proxy', config.trustProxy);
   app.use(requestContext(logger));
-  app.use(express.json({ limit: config.requestBodyLimitBytes }));
-  app.use(mountRoutes(routes, { registry, auth }));
+  app.use(
+    helmet({
+      contentSecurityPolicy: {
+        directives: {
+          defaultSrc: ["'self'"],
+          // Swagger UI: its bundle and init script are files; it styles inline and uses data: images.
+          scriptSrc: ["'self'"],
+          styleSrc: ["'self'", "'unsafe-inline'"],
+          imgSrc: ["'self'", 'data:'],
+          connectSrc: ["'self'"],
+          objectSrc: ["'none'"],
+          frameAncestors: ["'none'"],
+        },
+      },
+      crossOriginResourcePolicy: { policy: 'same-origin' },
+    }),
+  );
+  const origins = new Set(config.corsOrigins ?? []);
+  app.use(
+    cors({
+      // Listed origins only (never a wildcard), credentials allowed for them.
+      origin: (origin, callback) => callback(null, origin !== undefined && origins.has(origin)),
+      credentials: true,
+      allowedHeaders: ['Authorization', 'Content-Type', 'X-API-Key', 'X-Request-Id', 'Last-Event-ID'],
+      exposedHeaders: ['X-Request-Id', 'Location', 'Retry-After', 'RateLimit', 'RateLimit-Policy'],
+      maxAge: 600,
+    }),
+  );
+  app.use(router);
   const openapi = generateDocument(registry, deps.version);
   app.use(docsRouter(openapi));
   app.use(notFoundHandler());
   app.use(problemMiddleware());
-  return { app, openapi, services: { sessions, batches } };
+  return { app, openapi, services: { sessions, batches, apiKeys, audit }, declared: [...declared, ...DOCS_ROUTES] };
 }

@@ -3,8 +3,10 @@ import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Writable } from 'node:stream';
 import { createApp } from './app.js';
+import { createHttpServer } from './http/http-server.js';
 import { loadConfig, type Config } from './config/config.js';
-import { createSessionStores } from './features/sessions/session-store.js';
+import { createStores } from './create-stores.js';
+import { createRateLimits } from './features/rate-limits/rate-limits.js';
 import { createWorkerPool } from './features/workers/create-worker-pool.js';
 import { createDatabase, type Database } from './infra/database/database.js';
 import type { WorkerPool } from './features/workers/worker-handle.js';
@@ -37,14 +39,33 @@ export async function startGateway(env: NodeJS.ProcessEnv, options: StartOptions
   const workers = await createWorkerPool(config, logger, env);
   await workers.start();
 
-  const { app, services } = createApp(config, { logger, workers, version, stores: createSessionStores(database.knex) });
+  const limits = await createRateLimits(config, logger);
+  const dependencies = [
+    {
+      name: 'database',
+      check: async () => ({ healthy: true, detail: database.dialect, latencyMs: await database.ping() }),
+    },
+    {
+      // Redis down is "degraded": limits fall back to local counters and requests go on.
+      name: 'rate-limit store',
+      check: async () => {
+        const status = limits.status();
+        return { healthy: status.healthy, detail: status.detail ?? status.store };
+      },
+    },
+  ];
+  const { app, services } = createApp(config, {
+    logger,
+    workers,
+    version,
+    stores: createStores(database.knex),
+    limits,
+    dependencies,
+  });
   // Jobs a previous process left running can never finish: say so before serving.
   await services.sessions.interruptLeftovers();
   await services.batches.interruptLeftovers();
-  const server = app.listen(config.port, config.host);
-  // Cut off clients that dribble headers or bodies (slowloris).
-  server.headersTimeout = 10_000;
-  server.requestTimeout = 30_000;
+  const server = createHttpServer(app).listen(config.port, config.host);
   await once(server, 'listening');
   const { port } = server.address() as AddressInfo;
   const host = config.host === '0.0.0.0' || config.host === '::' ? 'localhost' : config.host;
@@ -64,6 +85,7 @@ export async function startGateway(env: NodeJS.ProcessEnv, options: StartOptions
       await drained;
       clearTimeout(grace);
       await workers.stop();
+      await limits.close();
       await database.close();
       logger.info('gateway stopped');
     })();

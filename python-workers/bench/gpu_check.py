@@ -72,7 +72,7 @@ async def check_all(device_kind: str, json_path: Path | None) -> int:
             shutdown_grace_seconds=1, parent_pid=None, model_directory=tmp / "models",
             output_directory=tmp / "outputs", cache_directory=tmp / "cache", allow_pickle_models=False,
             max_loaded_models=8, max_queue_per_device=512, max_batch_size=256, max_batch_delay_ms=2,
-            device_memory_fraction=0.9, metrics_port=-1,
+            device_memory_fraction=0.9, metrics_port=-1, worker_token=None, tls=None,
         )
         running = await start_server(settings)
         device = next(d for d in running.devices if d.torch_device.type == device_kind)

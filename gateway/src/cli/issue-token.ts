@@ -24,6 +24,7 @@ try {
   const config = loadConfig(process.env);
   const ttl = Number(values.ttl);
   if (!Number.isInteger(ttl) || ttl <= 0) throw new Error('--ttl must be a positive number of seconds');
+  if (config.jwtSecret === undefined) throw new Error('this command signs with JWT_SECRET, which is not set');
   const token = jwt.sign({ scope: values.scope }, config.jwtSecret, {
     algorithm: 'HS256',
     subject: values.sub,

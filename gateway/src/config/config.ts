@@ -22,6 +22,11 @@ const setting = <S extends z.ZodType>(env: string, doc: string, schema: S, secre
 });
 
 const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+const bool = (fallback: boolean) =>
+  z
+    .enum(['true', 'false', '1', '0', 'yes', 'no'], { error: 'must be true or false' })
+    .default(fallback ? 'true' : 'false')
+    .transform((value) => value === 'true' || value === '1' || value === 'yes');
 const optionalText = z.string().trim().min(1).optional();
 const hostPort = z
   .string()
@@ -47,11 +52,24 @@ export const settings = {
     'error (someone must act), warn (self-healing trouble), info or debug.',
     z.enum(['error', 'warn', 'info', 'debug']).default('info'),
   ),
+  authJwtEnabled: setting('AUTH_JWT_ENABLED', 'Accept JWT bearer tokens.', bool(true)),
+  authApiKeysEnabled: setting('AUTH_API_KEYS_ENABLED', 'Accept API keys (X-API-Key or Authorization: ApiKey).', bool(true)),
   jwtSecret: setting(
     'JWT_SECRET',
-    'HS256 key for bearer tokens; at least 32 characters. Required, no default.',
-    z.string({ error: 'is required (at least 32 characters)' }).min(32, 'must be at least 32 characters'),
+    'HMAC key for bearer tokens (HS256); at least 32 characters. Required unless JWT_PUBLIC_KEY or JWT_JWKS_URL is set.',
+    z.string().min(32, 'must be at least 32 characters').optional(),
     true,
+  ),
+  jwtPublicKey: setting(
+    'JWT_PUBLIC_KEY',
+    'PEM public key (or the path of a PEM file) verifying RS256/ES256 tokens.',
+    optionalText,
+  ),
+  jwtJwksUrl: setting('JWT_JWKS_URL', 'JWKS URL of the token issuer, for RS256/ES256 tokens.', z.url().optional()),
+  jwtAlgorithms: setting(
+    'JWT_ALGORITHMS',
+    'Allowed token algorithms, comma-separated (default HS256 with JWT_SECRET, RS256 and ES256 with a public key or JWKS).',
+    commaList(z.enum(['HS256', 'HS384', 'HS512', 'RS256', 'RS384', 'RS512', 'ES256', 'ES384', 'PS256'])).optional(),
   ),
   jwtIssuer: setting('JWT_ISSUER', 'When set, tokens must carry this `iss`.', optionalText),
   jwtAudience: setting('JWT_AUDIENCE', 'When set, tokens must carry this `aud`.', optionalText),
@@ -60,6 +78,70 @@ export const settings = {
     'Seconds of clock skew allowed when checking exp and nbf.',
     int(0, 300).default(5),
   ),
+  adminApiKey: setting(
+    'ADMIN_API_KEY',
+    'Bootstrap admin API key (at least 32 characters) to create the first keys; hashed at startup, never stored.',
+    z.string().min(32, 'must be at least 32 characters').optional(),
+    true,
+  ),
+  rateLimitWindowSeconds: setting('RATE_LIMIT_WINDOW_SECONDS', 'Window of every rate limit.', int(1, 3600).default(60)),
+  rateLimitPerPrincipal: setting(
+    'RATE_LIMIT_PER_PRINCIPAL',
+    'Requests per window for one principal (API key or JWT subject).',
+    int(1, 1_000_000).default(600),
+  ),
+  rateLimitInferencePerPrincipal: setting(
+    'RATE_LIMIT_INFERENCE_PER_PRINCIPAL',
+    'Inference requests (execute, sessions, postprocessing, batches) per window for one principal.',
+    int(1, 1_000_000).default(60),
+  ),
+  rateLimitPerIp: setting(
+    'RATE_LIMIT_PER_IP',
+    'Requests per window from one client address, checked before any credential is verified.',
+    int(1, 1_000_000).default(1200),
+  ),
+  redisUrl: setting(
+    'REDIS_URL',
+    'Redis for rate-limit counters shared by gateway replicas (redis://…); empty keeps them in memory.',
+    z.string().trim().regex(/^rediss?:\/\//, 'must start with redis:// or rediss://').optional(),
+    true,
+  ),
+  trustProxy: setting(
+    'TRUST_PROXY',
+    'Proxy hops to trust for X-Forwarded-For: false (default), a hop count, or comma-separated addresses/CIDRs of the proxies.',
+    z
+      .string()
+      .default('false')
+      .transform((value): boolean | number | string[] => {
+        if (value === 'false') return false;
+        if (/^\d+$/.test(value)) return Number(value);
+        return value.split(',').map((part) => part.trim()).filter(Boolean);
+      }),
+  ),
+  corsOrigins: setting(
+    'CORS_ORIGINS',
+    'Origins allowed by CORS, comma-separated full origins (no wildcard); empty allows none.',
+    commaList(
+      z
+        .string()
+        .regex(/^https?:\/\/[^/*\s]+$/, 'must be origins like https://app.example.com (no wildcard, no path)'),
+    ).optional(),
+  ),
+  internalAllowList: setting(
+    'INTERNAL_ALLOW_LIST',
+    'Client addresses or CIDRs (comma-separated) that may read /health/detailed and /metrics without credentials, e.g. the compose network.',
+    commaList(z.string().min(1)).optional(),
+  ),
+  metricsPublic: setting('METRICS_PUBLIC', 'Serve /metrics and /health/detailed to anyone (not recommended).', bool(false)),
+  workerToken: setting(
+    'WORKER_TOKEN',
+    'Shared secret sent to remote workers in gRPC metadata (at least 32 characters); local workers get a random one.',
+    z.string().min(32, 'must be at least 32 characters').optional(),
+    true,
+  ),
+  workerTlsCa: setting('WORKER_TLS_CA', 'CA certificate (PEM path) that signed remote workers\' certificates; enables TLS.', optionalText),
+  workerTlsCert: setting('WORKER_TLS_CERT', 'Client certificate (PEM path) for mutual TLS with workers.', optionalText),
+  workerTlsKey: setting('WORKER_TLS_KEY', 'Client private key (PEM path) for mutual TLS with workers.', optionalText, true),
   workerCount: setting(
     'WORKER_COUNT',
     'Local worker processes to start when WORKER_ADDRESSES is empty.',
@@ -175,8 +257,42 @@ export function loadConfig(env: NodeJS.ProcessEnv | Record<string, string | unde
       problems.push(`${spec.env} ${reason.startsWith('is ') || reason.startsWith('must ') ? reason : `is invalid: ${reason}`}`);
     }
   }
+  if (problems.length === 0) problems.push(...crossChecks(values as Config));
   if (problems.length > 0) throw new ConfigError(problems);
   return Object.freeze(values) as Config;
+}
+
+const isHmac = (algorithm: string) => algorithm.startsWith('HS');
+
+/** Rules that involve several settings. */
+function crossChecks(config: Config): string[] {
+  const problems: string[] = [];
+  const publicKeyed = config.jwtPublicKey !== undefined || config.jwtJwksUrl !== undefined;
+  if (!config.authJwtEnabled && !config.authApiKeysEnabled) {
+    problems.push('AUTH_JWT_ENABLED must be true when AUTH_API_KEYS_ENABLED is false (no way to authenticate)');
+  }
+  if (config.authJwtEnabled && config.jwtSecret === undefined && !publicKeyed) {
+    problems.push('JWT_SECRET is required (at least 32 characters) unless JWT_PUBLIC_KEY or JWT_JWKS_URL is set');
+  }
+  const algorithms = config.jwtAlgorithms ?? [];
+  if (algorithms.some(isHmac) && algorithms.some((a) => !isHmac(a))) {
+    // One verifier for both would let a token signed with the public key as an HMAC secret pass.
+    problems.push('JWT_ALGORITHMS must not mix HMAC (HS*) and public-key algorithms');
+  } else if (algorithms.some(isHmac) && config.jwtSecret === undefined) {
+    problems.push('JWT_ALGORITHMS lists an HS algorithm, which needs JWT_SECRET');
+  } else if (algorithms.some((a) => !isHmac(a)) && !publicKeyed) {
+    problems.push('JWT_ALGORITHMS lists a public-key algorithm, which needs JWT_PUBLIC_KEY or JWT_JWKS_URL');
+  }
+  if (config.jwtSecret !== undefined && publicKeyed && config.jwtAlgorithms === undefined) {
+    problems.push('JWT_ALGORITHMS must say which to use when both JWT_SECRET and a public key are set');
+  }
+  if ((config.workerTlsCert === undefined) !== (config.workerTlsKey === undefined)) {
+    problems.push('WORKER_TLS_CERT and WORKER_TLS_KEY must be set together');
+  }
+  if (config.workerTlsCert !== undefined && config.workerTlsCa === undefined) {
+    problems.push('WORKER_TLS_CA is required with WORKER_TLS_CERT');
+  }
+  return problems;
 }
 
 /** Every setting with its variable and doc, for .env.example checks and docs. */

@@ -55,8 +55,8 @@ export class UnauthorizedError extends GatewayError {
   constructor() {
     // Deliberately the same text for every cause, so a caller cannot probe
     // which check failed; the cause goes to the log only.
-    super('A valid bearer token is required.');
-    this.headers['WWW-Authenticate'] = 'Bearer';
+    super('A valid bearer token or API key is required.');
+    this.headers['WWW-Authenticate'] = 'Bearer, ApiKey';
   }
 }
 
@@ -88,6 +88,18 @@ export class UnsupportedMediaTypeError extends GatewayError {
   readonly status = 415;
   readonly type = 'unsupported-media-type';
   readonly title = 'Unsupported media type';
+}
+
+export class TooManyRequestsError extends GatewayError {
+  readonly status = 429;
+  readonly type = 'rate-limited';
+  readonly title = 'Too many requests';
+
+  constructor(detail: string, retryAfterSeconds: number) {
+    super(detail);
+    this.headers['Retry-After'] = String(Math.max(1, Math.ceil(retryAfterSeconds)));
+    this.extensions.retryAfterSeconds = Math.max(1, Math.ceil(retryAfterSeconds));
+  }
 }
 
 export class ServiceUnavailableError extends GatewayError {

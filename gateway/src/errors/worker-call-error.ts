@@ -25,6 +25,8 @@ export const GRPC_TO_HTTP: Readonly<Partial<Record<GrpcCodeName, Mapping>>> = Ob
   UNAVAILABLE: { httpStatus: 503, type: 'worker-unavailable', title: 'Worker unavailable', retryAfterSeconds: 5 },
   DEADLINE_EXCEEDED: { httpStatus: 504, type: 'worker-timeout', title: 'Worker did not answer in time' },
   CANCELLED: { httpStatus: 499, type: 'client-closed-request', title: 'Client closed the request' },
+  // The worker refused the gateway's own credentials: a deployment fault, not the client's.
+  UNAUTHENTICATED: { httpStatus: 502, type: 'worker-auth-failed', title: "The worker refused the gateway's credentials" },
 });
 
 const OTHER: Mapping = { httpStatus: 502, type: 'worker-error', title: 'Worker failed' };

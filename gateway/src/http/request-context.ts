@@ -41,7 +41,7 @@ export function requestContext(logger: Logger) {
         route: req.route?.path ? `${req.baseUrl}${String(req.route.path)}` : null,
         status: res.statusCode,
         durationMs: Number(process.hrtime.bigint() - started) / 1e6,
-        principal: req.context.principal?.subject ?? null,
+        principal: req.context.principal?.id ?? null,
       });
     });
     next();

@@ -2,16 +2,18 @@ import type { OpenAPIRegistry, RouteConfig } from '@asteasolutions/zod-to-openap
 import { Router, type NextFunction, type Request, type RequestHandler, type Response } from 'express';
 import { z } from 'zod';
 import { ForbiddenError, UnsupportedMediaTypeError, ValidationError, type FieldProblem } from '../errors/gateway-error.js';
+import { isAdmin } from '../features/auth/principal.js';
 import type { RequestContext } from './request-context.js';
 import { PROBLEM_CONTENT_TYPE } from './problem-middleware.js';
 import { ProblemSchema } from './problem-schema.js';
 
 /**
  * Who may call a route, declared where the route is defined:
- * 'public', or an authenticated principal holding `scope` (null: any
- * authenticated principal).
+ * 'public'; 'internal' (operators' endpoints: callers on INTERNAL_ALLOW_LIST,
+ * or anyone with METRICS_PUBLIC, or else any authenticated principal); or an
+ * authenticated principal holding `scope` (null: any authenticated principal).
  */
-export type RouteAuth = 'public' | { scope: string | null };
+export type RouteAuth = 'public' | 'internal' | { scope: string | null };
 
 type Shape = z.ZodObject<z.ZodRawShape>;
 
@@ -52,6 +54,10 @@ export interface RouteSpec<P extends Shape = Shape, Q extends Shape = Shape, B e
   auth: RouteAuth;
   request?: { params?: P; query?: Q; body?: B };
   responses: Record<number, ResponseSpec>;
+  /** Which per-principal limit counts this route: inference routes have their own, stricter one. */
+  rateLimit?: 'default' | 'inference';
+  /** Management actions: recorded in the audit log with their outcome. */
+  audit?: { action: string; target?: (input: HandlerInput<P, Q, B>) => string | null };
   handler: (input: HandlerInput<P, Q, B>) => Promise<HandlerResult | typeof HANDLED>;
 }
 
@@ -62,8 +68,28 @@ export function defineRoute<P extends Shape = Shape, Q extends Shape = Shape, B 
   return spec;
 }
 
-export interface AuthMiddleware {
-  middleware(): RequestHandler;
+/** What mountRoutes puts in front of every route, besides validation. */
+export interface RouteGuards {
+  /** Authentication; `onFailure` sees each refused credential (audit of admin routes). */
+  authenticate: (onFailure?: (req: Request, failure: { method: string; reason: string }) => void) => RequestHandler;
+  /** Per client address, before any credential is checked. */
+  perClient?: RequestHandler;
+  /** Per principal, after authentication and before the body is parsed. */
+  perPrincipal?: RequestHandler;
+  inference?: RequestHandler;
+  /** JSON body parser (size limit), run only on routes that take a body. */
+  jsonBody: RequestHandler;
+  /** Whether a request may use an 'internal' route without credentials. */
+  internalAccess: (req: Request) => boolean;
+  /** Records management actions and refused admin access. */
+  audit?: (entry: { req: Request; action: string; target: string | null; outcome: 'success' | 'failure' | 'denied'; details?: Record<string, unknown> }) => void;
+}
+
+/** A route as mounted, for the check that every route declares who may call it. */
+export interface DeclaredRoute {
+  method: string;
+  path: string;
+  auth: RouteAuth;
 }
 
 const toExpressPath = (path: string) => path.replace(/\{(\w+)\}/g, ':$1');
@@ -117,10 +143,11 @@ function validatedInput(req: Request): { validated: Record<string, unknown> } {
   return holder[VALIDATED];
 }
 
-function requireScope(scope: string | null): RequestHandler {
+function requireScope(scope: string | null, onDenied?: (req: Request) => void): RequestHandler {
   return (req, _res, next) => {
     const principal = req.context.principal;
-    if (scope && principal && !principal.scopes.includes(scope) && !principal.scopes.includes('admin')) {
+    if (scope && principal && !principal.scopes.includes(scope) && !isAdmin(principal)) {
+      onDenied?.(req);
       next(new ForbiddenError(`This route requires the '${scope}' scope.`));
       return;
     }
@@ -132,7 +159,7 @@ function toOpenApi(spec: RouteSpec): RouteConfig {
   const responses: RouteConfig['responses'] = {};
   const all: Record<number, ResponseSpec> = { ...spec.responses };
   if (spec.auth !== 'public') all[401] ??= { description: 'Missing or invalid credentials.' };
-  if (spec.auth !== 'public' && spec.auth.scope) all[403] ??= { description: `Lacks the '${spec.auth.scope}' scope.` };
+  if (typeof spec.auth === 'object' && spec.auth.scope) all[403] ??= { description: `Lacks the '${spec.auth.scope}' scope.` };
   if (spec.request) all[400] ??= { description: 'The request failed validation; `errors` names each field.' };
   for (const [status, response] of Object.entries(all)) {
     const isProblem = Number(status) >= 400;
@@ -154,7 +181,7 @@ function toOpenApi(spec: RouteSpec): RouteConfig {
     summary: spec.summary,
     ...(spec.description ? { description: spec.description } : {}),
     tags: spec.tags,
-    security: spec.auth === 'public' ? [] : [{ bearerAuth: [] }],
+    security: spec.auth === 'public' ? [] : [{ bearerAuth: [] }, { apiKeyAuth: [] }],
     request,
     responses,
   };
@@ -162,35 +189,61 @@ function toOpenApi(spec: RouteSpec): RouteConfig {
 
 /**
  * Mount routes on a router and document each in the OpenAPI registry from
- * the same schemas that validate it. Order per route: authentication (so an
- * unauthenticated call costs nothing more), scope, validation, handler.
+ * the same schemas that validate it. Order per route, cheapest refusal
+ * first: per-client limit, authentication, scope, per-principal limit, body
+ * parsing, validation, handler (with its audit entry).
  */
 export function mountRoutes(
   routes: readonly RouteSpec[],
-  options: { registry: OpenAPIRegistry; auth: AuthMiddleware },
-): Router {
+  options: { registry: OpenAPIRegistry; guards: RouteGuards },
+): { router: Router; declared: DeclaredRoute[] } {
   const router = Router();
-  const authenticate = options.auth.middleware();
+  const { guards } = options;
+  const declared: DeclaredRoute[] = [];
   for (const spec of routes) {
     options.registry.registerPath(toOpenApi(spec));
+    declared.push({ method: spec.method, path: toExpressPath(spec.path), auth: spec.auth });
     const chain: RequestHandler[] = [];
-    if (spec.auth !== 'public') chain.push(authenticate, requireScope(spec.auth.scope));
+    if (guards.perClient) chain.push(guards.perClient);
+    if (spec.auth === 'internal') {
+      const authenticate = guards.authenticate();
+      chain.push((req, res, next) => (guards.internalAccess(req) ? next() : authenticate(req, res, next)));
+    } else if (spec.auth !== 'public') {
+      const adminRoute = spec.auth.scope === 'admin';
+      const auditRefusal = (outcome: 'failure' | 'denied') => (req: Request, failure?: { method: string; reason: string }) =>
+        guards.audit?.({ req, action: 'auth.admin', target: `${spec.method.toUpperCase()} ${spec.path}`, outcome, ...(failure ? { details: { method: failure.method, reason: failure.reason } } : {}) });
+      chain.push(guards.authenticate(adminRoute ? auditRefusal('failure') : undefined));
+      chain.push(requireScope(spec.auth.scope, adminRoute ? auditRefusal('denied') : undefined));
+      const limiter = spec.rateLimit === 'inference' ? guards.inference : guards.perPrincipal;
+      if (limiter) chain.push(limiter);
+    }
+    if (spec.request?.body) chain.push(guards.jsonBody);
     if (spec.request) chain.push(validator(spec));
     chain.push(async (req, res) => {
       const validated = validatedInput(req).validated;
-      const result = await spec.handler({
+      const input = {
         params: validated.params ?? {},
         query: validated.query ?? {},
         body: validated.body,
         context: req.context,
         req,
         res,
-      } as HandlerInput<Shape, Shape, z.ZodType>);
+      } as HandlerInput<Shape, Shape, z.ZodType>;
+      const audited = spec.audit && guards.audit ? { ...spec.audit, record: guards.audit } : null;
+      const target = audited?.target?.(input) ?? null;
+      let result: HandlerResult | typeof HANDLED;
+      try {
+        result = await spec.handler(input);
+      } catch (error) {
+        audited?.record({ req, action: audited.action, target, outcome: 'failure', details: { status: (error as { status?: number }).status ?? 500 } });
+        throw error;
+      }
+      audited?.record({ req, action: audited.action, target, outcome: 'success' });
       if ('handled' in result) return;
       for (const [name, value] of Object.entries(result.headers ?? {})) res.setHeader(name, value);
       res.status(result.status).json(result.body);
     });
     router[spec.method](toExpressPath(spec.path), ...chain);
   }
-  return router;
+  return { router, declared };
 }

@@ -26,6 +26,8 @@ export function testEnv(overrides: Record<string, string | undefined> = {}): Nod
     OUTPUT_DIRECTORY: join(scratchDir(), 'outputs'),
     CACHE_DIRECTORY: join(scratchDir(), 'cache'),
     DATA_DIRECTORY: join(scratchDir(), 'data'),
+    // Tests read /health/detailed from loopback without credentials, as Prometheus would from its network.
+    INTERNAL_ALLOW_LIST: '127.0.0.0/8,::1',
     ...overrides,
   };
 }

@@ -1,7 +1,7 @@
-import { createApp } from '../../src/app.js';
+import { createApp, type GatewayApp } from '../../src/app.js';
 import { loadConfig } from '../../src/config/config.js';
 import { FakeWorker, FakeWorkerPool } from '../../src/features/workers/fake-worker-pool.js';
-import { createFakeSessionStores } from '../../src/features/sessions/fake-session-stores.js';
+import { createFakeStores, type FakeGatewayStores } from '../../src/create-stores.js';
 import { createLogger } from '../../src/infra/logger.js';
 import type { Device__Output } from '../../src/generated/device_ops/v1/Device.js';
 import { testEnv } from './env.js';
@@ -24,6 +24,8 @@ export const cpuDevice = (workerId: string): Device__Output => ({
 export interface FakeGateway extends Listening {
   pool: FakeWorkerPool;
   logs: LogCapture;
+  gateway: GatewayApp;
+  stores: FakeGatewayStores;
 }
 
 /** The real app (auth, validation, routes, errors) over fake workers, on a real port. */
@@ -38,11 +40,12 @@ export async function startFakeGateway(
   });
   const pool = new FakeWorkerPool(fakes);
   const logs = new LogCapture();
-  const { app } = createApp(loadConfig(testEnv(env)), {
+  const stores = createFakeStores();
+  const gateway = createApp(loadConfig(testEnv(env)), {
     logger: createLogger({ level: 'debug', stream: logs }),
     workers: pool,
     version: 'test',
-    stores: createFakeSessionStores(),
+    stores,
   });
-  return { ...(await listen(app)), pool, logs };
+  return { ...(await listen(gateway.app)), pool, logs, gateway, stores };
 }

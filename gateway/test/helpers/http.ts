@@ -2,6 +2,7 @@ import { once } from 'node:events';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Express } from 'express';
+import { createHttpServer } from '../../src/http/http-server.js';
 
 export interface Listening {
   url: string;
@@ -10,7 +11,7 @@ export interface Listening {
 
 /** Serve an app on a free loopback port, for real HTTP requests. */
 export async function listen(app: Express): Promise<Listening> {
-  const server: Server = app.listen(0, '127.0.0.1');
+  const server: Server = createHttpServer(app).listen(0, '127.0.0.1');
   await once(server, 'listening');
   const { port } = server.address() as AddressInfo;
   return {

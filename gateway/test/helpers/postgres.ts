@@ -1,6 +1,7 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { appendFileSync, chownSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
+import { abandonedServerFolders } from './wait.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import knexFactory, { type Knex } from 'knex';
@@ -138,26 +139,9 @@ function stopServer(bin: string, dataDir: string): void {
  * stop them and delete their folders, once their owning process is gone.
  */
 function stopAbandonedServers(bin: string): void {
-  for (const name of readdirSync(tmpdir()).filter((entry) => entry.startsWith(ROOT_PREFIX))) {
-    const root = join(tmpdir(), name);
-    let owner: number;
-    try {
-      owner = Number(readFileSync(join(root, OWNER_FILE), 'utf8'));
-    } catch {
-      continue; // not ours, or still being created
-    }
-    if (!Number.isInteger(owner) || owner <= 0 || processAlive(owner)) continue;
+  for (const root of abandonedServerFolders(ROOT_PREFIX, OWNER_FILE)) {
     if (existsSync(join(root, 'data', 'postmaster.pid'))) stopServer(bin, join(root, 'data'));
     rmSync(root, { recursive: true, force: true });
-  }
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 

@@ -1,3 +1,7 @@
+import { readdirSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
 /** Poll `check` until it returns a value (not undefined) or the timeout passes. */
 export async function waitFor<T>(
   check: () => Promise<T | undefined>,
@@ -17,11 +21,32 @@ export async function waitFor<T>(
   throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${String(last)}` : ''}`);
 }
 
+/** Whether a process is alive (one we may not signal counts as alive). */
 export function processExists(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
-  } catch {
-    return false;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
   }
+}
+
+/**
+ * Folders of throwaway servers (named `<prefix>…` in the temp dir, with the
+ * owning test process's pid in `ownerFile`) whose owner is gone: runs killed
+ * outright had no teardown, so the caller stops their server and deletes them.
+ */
+export function abandonedServerFolders(prefix: string, ownerFile: string): string[] {
+  const folders: string[] = [];
+  for (const name of readdirSync(tmpdir()).filter((entry) => entry.startsWith(prefix))) {
+    const folder = join(tmpdir(), name);
+    let owner: number;
+    try {
+      owner = Number(readFileSync(join(folder, ownerFile), 'utf8'));
+    } catch {
+      continue; // not ours, or still being created
+    }
+    if (Number.isInteger(owner) && owner > 0 && !processExists(owner)) folders.push(folder);
+  }
+  return folders;
 }

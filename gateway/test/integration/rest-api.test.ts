@@ -107,7 +107,7 @@ describe.each(['sqlite', 'postgres'] as Dialect[])('REST API on %s', (dialect) =
     const { status, body } = await json(await post('/api/inference/execute', t2i()));
     expect(status).toBe(200);
     const session = SessionSchema.parse(body);
-    expect(session).toMatchObject({ status: 'succeeded', owner: 'alice', task: 'text-to-image', model: 'tiny-sd', workerId: 'worker-0' });
+    expect(session).toMatchObject({ status: 'succeeded', owner: 'jwt:alice', task: 'text-to-image', model: 'tiny-sd', workerId: 'worker-0' });
     const files = (session.result as any).files as { url: string; sha256: string; width: number }[];
     expect(files).toHaveLength(1);
     expect((session.result as any).seed).toBe(11);
@@ -123,7 +123,7 @@ describe.each(['sqlite', 'postgres'] as Dialect[])('REST API on %s', (dialect) =
     expect((await fetch(`${real.url}${files[0]!.url}`, { headers: admin })).status).toBe(200);
 
     const [row] = (await rows('sessions')).filter((r) => r.id === session.id);
-    expect(row).toMatchObject({ owner: 'alice', status: 'succeeded', task: 'text-to-image', worker_id: 'worker-0' });
+    expect(row).toMatchObject({ owner: 'jwt:alice', status: 'succeeded', task: 'text-to-image', worker_id: 'worker-0' });
     const events = (await rows('session_events')).filter((r) => r.session_id === session.id).map((r) => r.type);
     expect(events[0]).toBe('accepted');
     expect(events.at(-1)).toBe('result');

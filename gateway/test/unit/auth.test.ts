@@ -38,7 +38,7 @@ describe('JWT authentication on /api/device/list', () => {
     const { status, response, body } = await getJson(`${gateway.url}/api/device/list`, headers());
     expect(status).toBe(401);
     expect(response.headers.get('content-type')).toMatch(/^application\/problem\+json/);
-    expect(response.headers.get('www-authenticate')).toBe('Bearer');
+    expect(response.headers.get('www-authenticate')).toBe('Bearer, ApiKey');
     const { errorId, correlationId, ...rest } = body as Record<string, unknown>;
     expect(typeof errorId).toBe('string');
     expect(correlationId).toBe(response.headers.get('x-request-id'));
@@ -46,7 +46,7 @@ describe('JWT authentication on /api/device/list', () => {
       type: '/problems/unauthorized',
       title: 'Unauthorized',
       status: 401,
-      detail: 'A valid bearer token is required.',
+      detail: 'A valid bearer token or API key is required.',
       instance: '/api/device/list',
     });
     expect(gateway.pool.calls).toEqual([]);
@@ -64,7 +64,7 @@ describe('JWT authentication on /api/device/list', () => {
     ]);
     const line = gateway.logs.find((l) => l.message === 'request' && l.correlationId === 'client-req-42');
     expect(line).toHaveLength(1);
-    expect(line[0]).toMatchObject({ status: 200, route: '/api/device/list', principal: 'alice' });
+    expect(line[0]).toMatchObject({ status: 200, route: '/api/device/list', principal: 'jwt:alice' });
   });
 
   it('replaces a malformed X-Request-Id with a generated one', async () => {

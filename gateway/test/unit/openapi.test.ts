@@ -20,6 +20,10 @@ describe('API documentation', () => {
     expect(body!.openapi).toBe('3.1.0');
     const paths = body!.paths as Record<string, Record<string, Operation>>;
     expect(Object.keys(paths).sort()).toEqual([
+      '/api/admin/audit',
+      '/api/admin/keys',
+      '/api/admin/keys/{id}',
+      '/api/auth/whoami',
       '/api/device/list',
       '/api/device/{deviceId}',
       '/api/device/{deviceId}/capabilities',
@@ -47,7 +51,7 @@ describe('API documentation', () => {
     ]);
     // Auth is part of each operation: public ones have none, the rest bearer.
     expect(paths['/health']!.get!.security).toEqual([]);
-    expect(paths['/api/device/list']!.get!.security).toEqual([{ bearerAuth: [] }]);
+    expect(paths['/api/device/list']!.get!.security).toEqual([{ bearerAuth: [] }, { apiKeyAuth: [] }]);
     expect(Object.keys(paths['/api/device/list']!.get!.responses).sort()).toEqual(['200', '401', '503']);
     expect(paths['/api/device/list']!.get!.responses['401']!.content).toHaveProperty(['application/problem+json']);
     const schemas = (body!.components as { schemas: Record<string, unknown> }).schemas;

@@ -68,7 +68,7 @@ describe('routes over fake workers', () => {
     [['NOT_SERVING', 'NOT_SERVING'], 503, 'unhealthy'],
   ] as const)('/health/detailed with workers %j → %i %s', async (states, httpStatus, overall) => {
     gateway.pool.fakes.forEach((fake, i) => (fake.health = states[i]!));
-    const { status, body } = await getJson(`${gateway.url}/health/detailed`);
+    const { status, body } = await getJson(`${gateway.url}/health/detailed`, bearer(token));
     expect(status).toBe(httpStatus);
     const report = DetailedHealthSchema.parse(body);
     expect(report.status).toBe(overall);
@@ -78,12 +78,29 @@ describe('routes over fake workers', () => {
 
   it('/health/detailed names a worker whose check failed and why', async () => {
     gateway.pool.fakes[1]!.failure = GrpcWorkerError('worker-1', 'DEADLINE_EXCEEDED', 'worker worker-1 did not answer Health/Check within 2000 ms');
-    const { status, body } = await getJson(`${gateway.url}/health/detailed`);
+    const { status, body } = await getJson(`${gateway.url}/health/detailed`, bearer(token));
     expect(status).toBe(200);
     const report = DetailedHealthSchema.parse(body);
     expect(report.status).toBe('degraded');
     expect(report.workers[1]).toMatchObject({ id: 'worker-1', healthy: false, state: 'unreachable' });
     expect(report.workers[1]!.error).toContain('did not answer');
+  });
+
+  it('keeps /health/detailed from anonymous callers outside the allow-list', async () => {
+    const closed = await startFakeGateway(['worker-0'], { INTERNAL_ALLOW_LIST: '' });
+    try {
+      expect((await getJson(`${closed.url}/health/detailed`)).status).toBe(401);
+    } finally {
+      await closed.close();
+    }
+    const internal = await startFakeGateway(['worker-0'], { INTERNAL_ALLOW_LIST: '127.0.0.0/8' });
+    try {
+      expect((await getJson(`${internal.url}/health/detailed`)).status).toBe(200);
+      // The allow-list opens operators' endpoints only, nothing else.
+      expect((await getJson(`${internal.url}/api/device/list`)).status).toBe(401);
+    } finally {
+      await internal.close();
+    }
   });
 
   it('answers an unknown route with 404 problem+json', async () => {
@@ -95,7 +112,7 @@ describe('routes over fake workers', () => {
   });
 
   it('answers malformed JSON with 400 problem+json and no stack trace', async () => {
-    const response = await fetch(`${gateway.url}/api/device/list`, {
+    const response = await fetch(`${gateway.url}/api/inference/execute`, {
       method: 'POST',
       headers: { 'content-type': 'application/json', ...bearer(token) },
       body: '{"broken": ',

@@ -11,6 +11,7 @@ describe('gRPC status → HTTP status table', () => {
     ['UNAVAILABLE', 503, '5'],
     ['DEADLINE_EXCEEDED', 504, undefined],
     ['CANCELLED', 499, undefined],
+    ['UNAUTHENTICATED', 502, undefined],
     ['INTERNAL', 502, undefined],
     ['UNIMPLEMENTED', 502, undefined],
     ['UNKNOWN', 502, undefined],

@@ -22,8 +22,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = parse_settings(sys.argv[1:] if argv is None else argv, os.environ)
     except SettingsError as exc:
+        # One line naming the setting, e.g. "WORKER_TOKEN is required when
+        # listening on 0.0.0.0 …"; never a secret's value.
         print(f"device_ops_worker: {exc}", file=sys.stderr)
         return 2
+    # Read once into settings; libraries and their subprocesses need not inherit it.
+    os.environ.pop("WORKER_TOKEN", None)
     _offline_environment(settings)
 
     # Imported after settings so a bad setting is reported without paying for torch.

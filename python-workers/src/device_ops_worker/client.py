@@ -4,6 +4,10 @@
     python -m device_ops_worker.client --address 127.0.0.1:50051 embed "first text" "second text"
     python -m device_ops_worker.client --address 127.0.0.1:50051 models
 
+A worker that requires a token gets it from WORKER_TOKEN (or --token, which
+other users can read in ps); a TLS worker needs --ca, and --cert/--key when
+it requires client certificates.
+
 Internal services call workers the same way: one channel, a deadline on
 every call, the job's events read until the terminal one.
 """
@@ -12,9 +16,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
 
 import grpc
 
@@ -25,8 +31,35 @@ def _print(payload: object) -> None:
     print(json.dumps(payload, indent=2))
 
 
-def _run_job(stub: worker_service_pb2_grpc.WorkerServiceStub, request: inference_pb2.InferRequest, timeout: float) -> int:
-    for event in stub.Infer(request, timeout=timeout):
+Metadata = tuple[tuple[str, str], ...]
+
+
+def _read(flag: str, path: str | None) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise SystemExit(f"device_ops_worker.client: {flag} {path}: {exc.strerror or exc}") from None
+
+
+def _channel(args: argparse.Namespace) -> grpc.Channel:
+    if args.ca is None:
+        return grpc.insecure_channel(args.address)
+    if (args.cert is None) != (args.key is None):
+        raise SystemExit("device_ops_worker.client: --cert and --key go together")
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=_read("--ca", args.ca),
+        private_key=_read("--key", args.key),
+        certificate_chain=_read("--cert", args.cert),
+    )
+    return grpc.secure_channel(args.address, credentials)
+
+
+def _run_job(
+    stub: worker_service_pb2_grpc.WorkerServiceStub, request: inference_pb2.InferRequest, timeout: float, metadata: Metadata
+) -> int:
+    for event in stub.Infer(request, timeout=timeout, metadata=metadata):
         kind = event.WhichOneof("event")
         if kind == "progress":
             print(f"progress {event.progress.current}/{event.progress.total}", file=sys.stderr)
@@ -57,6 +90,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="device_ops_worker.client", description=__doc__.split("\n")[0])
     parser.add_argument("--address", default="127.0.0.1:50051", help="worker host:port")
     parser.add_argument("--timeout", type=float, default=300, help="deadline of the call in seconds")
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("WORKER_TOKEN") or None,
+        help="the worker's token (default: env WORKER_TOKEN, preferred: a flag is visible in ps)",
+    )
+    parser.add_argument("--ca", help="CA certificate (PEM) of a TLS worker; enables TLS")
+    parser.add_argument("--cert", help="client certificate (PEM) for a worker that requires one")
+    parser.add_argument("--key", help="client private key (PEM) for --cert")
     commands = parser.add_subparsers(dest="command", required=True)
     image = commands.add_parser("image", help="text-to-image")
     image.add_argument("prompt")
@@ -70,11 +111,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parser("models", help="list the repository")
     args = parser.parse_args(argv)
 
-    with grpc.insecure_channel(args.address) as channel:
+    metadata: Metadata = (("authorization", f"Bearer {args.token}"),) if args.token else ()
+    with _channel(args) as channel:
         stub = worker_service_pb2_grpc.WorkerServiceStub(channel)
         try:
             if args.command == "models":
-                response = stub.ListModels(models_pb2.ListModelsRequest(), timeout=args.timeout)
+                response = stub.ListModels(models_pb2.ListModelsRequest(), timeout=args.timeout, metadata=metadata)
                 _print([{"name": m.name, "task": models_pb2.ModelTask.Name(m.task), "sizeBytes": m.size_bytes} for m in response.models])
                 return 0
             job_id = f"cli-{uuid.uuid4().hex[:12]}"
@@ -94,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     task=models_pb2.MODEL_TASK_TEXT_EMBEDDING,
                     text_embedding=inference_pb2.TextEmbeddingInput(texts=args.texts, normalize=True),
                 )
-            return _run_job(stub, request, args.timeout)
+            return _run_job(stub, request, args.timeout, metadata)
         except grpc.RpcError as error:
             print(f"{error.code().name}: {error.details()}", file=sys.stderr)
             return 1

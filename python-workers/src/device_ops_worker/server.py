@@ -14,6 +14,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from device_ops.v1 import worker_service_pb2, worker_service_pb2_grpc
 
+from .auth_interceptor import TokenAuthInterceptor
 from .devices import DeviceProbe
 from .devices.nvml import Nvml
 from .engine.compute_devices import ComputeDevices
@@ -28,7 +29,7 @@ from .metrics import WorkerMetrics
 from .models.repository import ModelRepository
 from .service import DeviceLoad, WorkerService
 from .servicer import WorkerServicer
-from .settings import Settings
+from .settings import Settings, TlsSettings
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,33 @@ SERVER_OPTIONS = [
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
 ]
+
+
+def _interceptors(settings: Settings) -> list[grpc.aio.ServerInterceptor]:
+    # Authentication first: a refused call never reaches the error mapping or the servicer.
+    interceptors: list[grpc.aio.ServerInterceptor] = [ErrorMappingInterceptor()]
+    if settings.worker_token is not None:
+        interceptors.insert(0, TokenAuthInterceptor(settings.worker_token))
+    return interceptors
+
+
+def _server_credentials(tls: TlsSettings) -> grpc.ServerCredentials:
+    return grpc.ssl_server_credentials(
+        [(tls.private_key, tls.certificate_chain)],
+        root_certificates=tls.client_ca,
+        require_client_auth=tls.mutual,
+    )
+
+
+def _bind(server: grpc.aio.Server, settings: Settings) -> int:
+    address = f"{settings.host}:{settings.port}"
+    if settings.tls is None:
+        return server.add_insecure_port(address)
+    try:
+        return server.add_secure_port(address, _server_credentials(settings.tls))
+    except RuntimeError as exc:
+        # gRPC says only "failed to bind"; a key that does not match the certificate is the usual cause.
+        raise OSError(f"{exc} (check that WORKER_TLS_KEY matches WORKER_TLS_CERT)") from None
 
 
 @dataclass
@@ -140,13 +168,13 @@ async def start_server(settings: Settings) -> RunningServer:
     memory = MemoryService(devices, manager, nvml)
     metrics.watch(devices, manager, nvml)
 
-    server = grpc.aio.server(interceptors=[ErrorMappingInterceptor()], options=SERVER_OPTIONS)
+    server = grpc.aio.server(interceptors=_interceptors(settings), options=SERVER_OPTIONS)
     worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(
         WorkerServicer(worker, models, inference, memory), server
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    port = _bind(server, settings)
     if port == 0:
         raise OSError(f"could not bind {settings.host}:{settings.port}")
     metrics_port = metrics.serve(settings.host, settings.metrics_port) if settings.metrics_port >= 0 else 0
@@ -175,6 +203,8 @@ async def start_server(settings: Settings) -> RunningServer:
             "port": port,
             "metricsPort": metrics_port,
             "host": settings.host,
+            "tls": "mutual" if settings.tls and settings.tls.mutual else "server" if settings.tls else "off",
+            "tokenRequired": settings.worker_token is not None,
             "devices": [d.id for d in probed],
             "modelDirectory": str(settings.model_directory),
         },

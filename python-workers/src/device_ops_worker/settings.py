@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import argparse
 import enum
+import ipaddress
 import os
 import socket
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -26,8 +27,18 @@ class LogLevel(enum.Enum):
 class SettingsError(ValueError):
     """A setting has a value the worker cannot use."""
 
-    def __init__(self, name: str, value: object, expected: str) -> None:
-        super().__init__(f"invalid setting {name}={value!r}: {expected}")
+    def __init__(self, name: str, value: object, expected: str, *, secret: bool = False) -> None:
+        # The message reaches stderr and the supervisor's log: a secret's value is never in it.
+        shown = name if secret else f"{name}={value!r}"
+        super().__init__(f"invalid setting {shown}: {expected}")
+        self.name = name
+
+
+class RequiredSettingError(SettingsError):
+    """A setting that other settings make necessary is not set."""
+
+    def __init__(self, name: str, why: str) -> None:
+        ValueError.__init__(self, f"{name} is required {why}")
         self.name = name
 
 
@@ -41,6 +52,20 @@ class Limits:
     max_embedding_texts: int = 2048
     max_text_chars: int = 20_000
     max_input_pixels: int = 4096 * 4096
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    """PEM contents for the gRPC port. With ``client_ca``, callers must present
+    a certificate it signed (mutual TLS)."""
+
+    certificate_chain: bytes = field(repr=False)
+    private_key: bytes = field(repr=False)
+    client_ca: bytes | None = field(default=None, repr=False)
+
+    @property
+    def mutual(self) -> bool:
+        return self.client_ca is not None
 
 
 @dataclass(frozen=True)
@@ -64,6 +89,11 @@ class Settings:
     # -1 disables the metrics endpoint; 0 picks a free port.
     metrics_port: int
     limits: Limits = Limits()
+    # Secret every WorkerService call must carry as `authorization: Bearer …`;
+    # None accepts any caller, which parse_settings allows only on loopback.
+    worker_token: str | None = field(default=None, repr=False)
+    # None serves plaintext.
+    tls: TlsSettings | None = None
 
 
 # (flag, environment variable, help). Flags win over the environment.
@@ -97,7 +127,23 @@ _OPTIONS: tuple[tuple[str, str, str], ...] = (
         "share of a device's memory models may occupy (default 0.9)",
     ),
     ("--metrics-port", "METRICS_PORT", "Prometheus endpoint port, 0 any free, -1 off (default 9101)"),
+    (
+        "--worker-token",
+        "WORKER_TOKEN",
+        "secret (at least 32 characters) every call must carry as `authorization: Bearer <token>`; "
+        "required unless listening on loopback or with mutual TLS. Prefer the environment: "
+        "command lines are visible to every user in ps",
+    ),
+    ("--tls-cert", "WORKER_TLS_CERT", "server certificate chain (PEM file); with WORKER_TLS_KEY enables TLS"),
+    ("--tls-key", "WORKER_TLS_KEY", "server private key (PEM file); with WORKER_TLS_CERT enables TLS"),
+    (
+        "--tls-client-ca",
+        "WORKER_TLS_CLIENT_CA",
+        "CA (PEM file) that must have signed every caller's certificate: mutual TLS",
+    ),
 )
+
+MIN_TOKEN_CHARS = 32
 
 
 def _int(name: str, raw: str, low: int, high: int) -> int:
@@ -143,6 +189,62 @@ def _directory(name: str, raw: str) -> Path:
     return Path(raw).expanduser().resolve()
 
 
+def _token(raw: str) -> str | None:
+    if raw == "":
+        return None
+    if len(raw) < MIN_TOKEN_CHARS:
+        raise SettingsError("WORKER_TOKEN", raw, f"must be at least {MIN_TOKEN_CHARS} characters", secret=True)
+    # gRPC metadata values are printable ASCII; a space or newline is a copy-paste accident.
+    if not all("!" <= char <= "~" for char in raw):
+        raise SettingsError("WORKER_TOKEN", raw, "must be printable ASCII without spaces", secret=True)
+    return raw
+
+
+def _pem(name: str, path: str) -> bytes:
+    try:
+        data = Path(path).expanduser().read_bytes()
+    except OSError as exc:
+        raise SettingsError(name, path, f"cannot be read ({exc.strerror or exc})") from None
+    if b"-----BEGIN " not in data:
+        raise SettingsError(name, path, "must be a PEM file")
+    return data
+
+
+def _tls(cert: str, key: str, client_ca: str) -> TlsSettings | None:
+    if cert == "" and key == "":
+        if client_ca != "":
+            raise SettingsError("WORKER_TLS_CLIENT_CA", client_ca, "needs WORKER_TLS_CERT and WORKER_TLS_KEY")
+        return None
+    if cert == "" or key == "":
+        missing = "WORKER_TLS_CERT" if cert == "" else "WORKER_TLS_KEY"
+        raise SettingsError(missing, "", "WORKER_TLS_CERT and WORKER_TLS_KEY must be set together")
+    return TlsSettings(
+        certificate_chain=_pem("WORKER_TLS_CERT", cert),
+        private_key=_pem("WORKER_TLS_KEY", key),
+        client_ca=_pem("WORKER_TLS_CLIENT_CA", client_ca) if client_ca else None,
+    )
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and localhost: only this machine can connect."""
+    name = host.strip().strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def _require_caller_authentication(host: str, token: str | None, tls: TlsSettings | None) -> None:
+    # Anyone who can reach the port could run jobs and read outputs: off
+    # loopback, callers must prove who they are with a token or a certificate.
+    if token is None and not (tls and tls.mutual) and not is_loopback(host):
+        raise RequiredSettingError(
+            "WORKER_TOKEN", f"when listening on {host} (or set WORKER_TLS_CLIENT_CA for mutual TLS)"
+        )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="device_ops_worker",
@@ -175,9 +277,14 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
     if len(worker_id) > 128 or not worker_id.isprintable():
         raise SettingsError("WORKER_ID", worker_id, "must be printable and at most 128 characters")
 
+    host = raw("WORKER_HOST", "127.0.0.1")
+    token = _token(raw("WORKER_TOKEN", ""))
+    tls = _tls(raw("WORKER_TLS_CERT", ""), raw("WORKER_TLS_KEY", ""), raw("WORKER_TLS_CLIENT_CA", ""))
+    _require_caller_authentication(host, token, tls)
+
     return Settings(
         worker_id=worker_id,
-        host=raw("WORKER_HOST", "127.0.0.1"),
+        host=host,
         port=_int("WORKER_PORT", raw("WORKER_PORT", "50051"), 0, 65535),
         ready_fd=optional("WORKER_READY_FD", lambda n, v: _int(n, v, 3, 1 << 20)),
         log_level=_enum("LOG_LEVEL", raw("LOG_LEVEL", "info"), LogLevel),
@@ -193,4 +300,6 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
         max_batch_delay_ms=_float("MAX_BATCH_DELAY_MS", raw("MAX_BATCH_DELAY_MS", "2"), 0, 10_000),
         device_memory_fraction=_float("DEVICE_MEMORY_FRACTION", raw("DEVICE_MEMORY_FRACTION", "0.9"), 0, 1),
         metrics_port=_int("METRICS_PORT", raw("METRICS_PORT", "9101"), -1, 65535),
+        worker_token=token,
+        tls=tls,
     )

@@ -49,6 +49,7 @@ export function batchRoutes(batches: BatchService): RouteSpec[] {
       description: 'Every item is checked (model, task, device) before the batch is accepted; then each runs as a session of the batch.',
       tags: ['Processing'],
       auth: INFERENCE,
+      rateLimit: 'inference',
       request: { body: BatchBody },
       responses: { 202: { description: 'Accepted; runs in the background.', schema: BatchSchema } },
       handler: async ({ body, context }) => {

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { NotFoundError, ValidationError } from '../../errors/gateway-error.js';
 import type { Logger } from '../../infra/logger.js';
-import type { Principal } from '../auth/principal.js';
+import { isAdmin, type Principal } from '../auth/principal.js';
 import type { InferenceRequest } from '../inference/inference-schemas.js';
 import type { InferenceService } from '../inference/inference-service.js';
 import type { WorkerScheduler } from '../scheduling/worker-scheduler.js';
@@ -41,8 +41,8 @@ export class BatchService {
 
   async create(items: InferenceRequest[], concurrency: number, principal: Principal, correlationId: string): Promise<Batch> {
     await this.preflight(items, correlationId);
-    const batch = await this.deps.batches.create({ id: randomUUID(), owner: principal.subject, itemCount: items.length });
-    const state: RunningBatch = { owner: principal.subject, pending: [...items], cancelled: false, sessionIds: [] };
+    const batch = await this.deps.batches.create({ id: randomUUID(), owner: principal.id, itemCount: items.length });
+    const state: RunningBatch = { owner: principal.id, pending: [...items], cancelled: false, sessionIds: [] };
     this.running.set(batch.id, state);
     const lanes = Array.from({ length: Math.min(concurrency, items.length) }, () => this.lane(batch.id, state, principal, correlationId));
     void Promise.all(lanes).then(() => this.finish(batch.id, state));
@@ -51,7 +51,7 @@ export class BatchService {
 
   async get(id: string, principal: Principal) {
     const batch = await this.deps.batches.get(id);
-    if (!batch || (batch.owner !== principal.subject && !principal.scopes.includes('admin'))) {
+    if (!batch || (batch.owner !== principal.id && !isAdmin(principal))) {
       throw new NotFoundError(`No batch '${id}'.`);
     }
     const { items } = await this.deps.sessions.list({ batchId: id, limit: 1000, offset: 0 });

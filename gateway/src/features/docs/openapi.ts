@@ -6,7 +6,13 @@ export function createRegistry(): OpenAPIRegistry {
     type: 'http',
     scheme: 'bearer',
     bearerFormat: 'JWT',
-    description: 'HS256 JWT signed with JWT_SECRET; `exp` and `sub` required. `npm run token` prints one.',
+    description: 'JWT (HS256 with JWT_SECRET, or RS256/ES256 with JWT_PUBLIC_KEY / JWT_JWKS_URL); `exp` and `sub` required. `npm run token` prints one.',
+  });
+  registry.registerComponent('securitySchemes', 'apiKeyAuth', {
+    type: 'apiKey',
+    in: 'header',
+    name: 'X-API-Key',
+    description: 'An API key from POST /api/admin/keys (also accepted as `Authorization: ApiKey <key>`).',
   });
   return registry;
 }

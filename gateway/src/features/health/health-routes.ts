@@ -21,7 +21,7 @@ export function healthRoutes(health: HealthService): RouteSpec[] {
       operationId: 'detailedHealth',
       summary: "Every worker's health and the gateway's process facts",
       tags: ['Health'],
-      auth: 'public',
+      auth: 'internal',
       responses: {
         200: { description: 'Healthy or degraded.', schema: DetailedHealthSchema },
         503: { description: 'Unhealthy: no worker is serving.', schema: DetailedHealthSchema, contentType: 'application/json' },

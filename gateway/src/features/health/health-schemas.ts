@@ -44,6 +44,14 @@ export const DetailedHealthSchema = z
       memory: z.object({ rssBytes: z.number().int(), heapUsedBytes: z.number().int() }),
     }),
     workers: z.array(WorkerHealthSchema),
+    dependencies: z.array(
+      z.object({
+        name: z.string(),
+        healthy: z.boolean(),
+        detail: z.string().nullable(),
+        latencyMs: z.number().nullable(),
+      }),
+    ).meta({ description: 'Database, rate-limit store… A failing dependency makes the status degraded.' }),
   })
   .meta({ id: 'DetailedHealth' });
 

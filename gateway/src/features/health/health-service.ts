@@ -2,10 +2,16 @@ import type { WorkerInfo__Output } from '../../generated/device_ops/v1/WorkerInf
 import type { WorkerHandle, WorkerPool } from '../workers/worker-handle.js';
 import type { DetailedHealth, WorkerHealth } from './health-schemas.js';
 
+/** Something the gateway depends on besides workers (Redis, the database…), as /health/detailed shows it. */
+export interface DependencyCheck {
+  name: string;
+  check(): Promise<{ healthy: boolean; detail: string | null; latencyMs?: number }>;
+}
+
 export interface HealthServiceOptions {
   deadlineMs: number;
   version: string;
-  now?: () => number;
+  dependencies?: DependencyCheck[];
 }
 
 /** Aggregates every worker's gRPC health and info with the gateway's own facts. */
@@ -18,9 +24,13 @@ export class HealthService {
   ) {}
 
   async detailed(correlationId: string): Promise<DetailedHealth> {
-    const workers = await Promise.all(this.pool.workers().map((w) => this.checkWorker(w, correlationId)));
+    const [workers, dependencies] = await Promise.all([
+      Promise.all(this.pool.workers().map((w) => this.checkWorker(w, correlationId))),
+      Promise.all((this.options.dependencies ?? []).map((d) => this.checkDependency(d))),
+    ]);
     const serving = workers.filter((w) => w.healthy).length;
-    const status = serving === 0 ? 'unhealthy' : serving === workers.length ? 'healthy' : 'degraded';
+    const allWell = serving === workers.length && dependencies.every((d) => d.healthy);
+    const status = serving === 0 ? 'unhealthy' : allWell ? 'healthy' : 'degraded';
     const memory = process.memoryUsage();
     return {
       status,
@@ -33,7 +43,17 @@ export class HealthService {
         memory: { rssBytes: memory.rss, heapUsedBytes: memory.heapUsed },
       },
       workers,
+      dependencies,
     };
+  }
+
+  private async checkDependency(dependency: DependencyCheck) {
+    try {
+      const result = await dependency.check();
+      return { name: dependency.name, healthy: result.healthy, detail: result.detail, latencyMs: result.latencyMs ?? null };
+    } catch (error) {
+      return { name: dependency.name, healthy: false, detail: (error as Error).message, latencyMs: null };
+    }
   }
 
   private async checkWorker(worker: WorkerHandle, correlationId: string): Promise<WorkerHealth> {

@@ -15,6 +15,7 @@ import type { SessionService } from '../sessions/session-service.js';
 import { SessionFailedError, streamSession } from '../sessions/session-streaming.js';
 import { InferenceRequestSchema } from './inference-schemas.js';
 import type { InferenceService } from './inference-service.js';
+import type { AuditService } from '../audit/audit-service.js';
 
 const INFERENCE = { scope: 'inference' } as const;
 const MEDIA_TYPES: Record<string, string> = { '.png': 'image/png', '.jpg': 'image/jpeg', '.jpeg': 'image/jpeg' };
@@ -52,6 +53,7 @@ export function inferenceRoutes(deps: {
   inference: InferenceService;
   sessions: SessionService;
   outputDirectory: string;
+  audit: AuditService;
 }): RouteSpec[] {
   const { inference, sessions } = deps;
   return [
@@ -91,6 +93,7 @@ export function inferenceRoutes(deps: {
         'Otherwise the response waits for the end: 200 with the session, or the problem the job ended with.',
       tags: ['Inference'],
       auth: INFERENCE,
+      rateLimit: 'inference',
       request: { body: InferenceRequestSchema },
       responses: {
         200: { description: 'The finished session (JSON) or its event stream (text/event-stream).', schema: SessionSchema },
@@ -122,6 +125,7 @@ export function inferenceRoutes(deps: {
       description: 'Answers 202 at once with the session and its Location; follow it at /events, cancel it with DELETE.',
       tags: ['Inference'],
       auth: INFERENCE,
+      rateLimit: 'inference',
       request: { body: InferenceRequestSchema },
       responses: {
         202: { description: 'Accepted; runs in the background.', schema: SessionSchema },
@@ -195,12 +199,24 @@ export function inferenceRoutes(deps: {
       description: 'The job stops at its next step boundary and the session ends `cancelled`. Ended sessions are left as they are.',
       tags: ['Inference'],
       auth: INFERENCE,
+      rateLimit: 'inference',
       request: { params: SessionIdParams },
       responses: { 202: { description: 'Cancellation requested (or the session had already ended).', schema: SessionSchema } },
-      handler: async ({ params, context }) => ({
-        status: 202,
-        body: presentSession(await sessions.cancel(params.id, context.principal!, context.correlationId)),
-      }),
+      handler: async ({ params, context, req }) => {
+        const session = await sessions.cancel(params.id, context.principal!, context.correlationId);
+        if (session.owner !== context.principal!.id) {
+          // An admin stopping someone else's job is a management action.
+          await deps.audit.record({
+            actor: context.principal!.id,
+            action: 'session.cancel',
+            target: session.id,
+            clientAddress: req.ip ?? null,
+            outcome: 'success',
+            details: { owner: session.owner },
+          });
+        }
+        return { status: 202, body: presentSession(session) };
+      },
     }),
     defineRoute({
       method: 'get',

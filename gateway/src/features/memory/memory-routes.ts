@@ -67,6 +67,7 @@ export function memoryRoutes(scheduler: WorkerScheduler): RouteSpec[] {
       summary: 'Empty allocator caches (and optionally unload idle models); reports the bytes freed as measured',
       tags: ['Memory'],
       auth: { scope: 'models:manage' },
+      audit: { action: 'memory.clear', target: ({ body }) => body.deviceId ?? 'all devices' },
       request: { body: ClearBody },
       responses: { 200: { description: 'What was freed.', schema: ClearResultSchema }, 404: { description: 'Unknown device.' } },
       handler: async ({ body, context }) => {

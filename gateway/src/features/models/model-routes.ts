@@ -42,6 +42,7 @@ export function modelRoutes(models: ModelService): RouteSpec[] {
       summary: "Check a model's structure, checksums and weight headers without loading it",
       tags: ['Models'],
       auth: MANAGE,
+      audit: { action: 'model.validate', target: ({ body }) => body.model },
       request: { body: ValidateModelBody },
       responses: { 200: { description: 'The verdict and each problem found.', schema: ValidateModelResultSchema } },
       handler: async ({ body, context }) => ({
@@ -56,6 +57,7 @@ export function modelRoutes(models: ModelService): RouteSpec[] {
       summary: 'Place a model on a device (validated first), reporting its measured footprint',
       tags: ['Models'],
       auth: MANAGE,
+      audit: { action: 'model.load', target: ({ body }) => (body.deviceId ? `${body.model}@${body.deviceId}` : body.model) },
       request: { body: LoadModelBody },
       responses: {
         200: { description: 'Loaded (or already loaded).', schema: LoadModelResultSchema },
@@ -72,6 +74,7 @@ export function modelRoutes(models: ModelService): RouteSpec[] {
       summary: 'Free a model from one device or every device, reporting the bytes released',
       tags: ['Models'],
       auth: MANAGE,
+      audit: { action: 'model.unload', target: ({ body }) => (body.deviceId ? `${body.model}@${body.deviceId}` : body.model) },
       request: { body: UnloadModelBody },
       responses: {
         200: { description: 'Unloaded.', schema: UnloadModelResultSchema },

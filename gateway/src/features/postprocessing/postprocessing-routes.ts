@@ -75,6 +75,7 @@ export function postprocessingRoutes(sessions: SessionService): RouteSpec[] {
       summary: 'Enlarge an image (Lanczos, or an upscaler model) — an uploaded one or a session output',
       tags: ['Postprocessing'],
       auth: INFERENCE,
+      rateLimit: 'inference',
       request: { body: UpscaleBody },
       responses: { 200: { description: 'The finished session; its result lists the new file.', schema: SessionSchema } },
       handler: async ({ body, context }) => {
@@ -99,6 +100,7 @@ export function postprocessingRoutes(sessions: SessionService): RouteSpec[] {
       summary: 'Adjust contrast, colour, sharpness and exposure of an uploaded image or a session output',
       tags: ['Postprocessing'],
       auth: INFERENCE,
+      rateLimit: 'inference',
       request: { body: EnhanceBody },
       responses: { 200: { description: 'The finished session; its result lists the new file.', schema: SessionSchema } },
       handler: async ({ body, context }) => {

@@ -6,7 +6,7 @@ import { NotFoundError } from '../../errors/gateway-error.js';
 import { WorkerCallError } from '../../errors/worker-call-error.js';
 import type { InferStream } from '../../infra/grpc/worker-client.js';
 import type { Logger } from '../../infra/logger.js';
-import type { Principal } from '../auth/principal.js';
+import { isAdmin, type Principal } from '../auth/principal.js';
 import type { Target, WorkerScheduler } from '../scheduling/worker-scheduler.js';
 import type { SessionEventLog, SessionListener } from './session-event-log.js';
 import type { SessionStore } from './session-store-type.js';
@@ -48,7 +48,6 @@ interface Live {
   cancelRequested: boolean;
 }
 
-const isAdmin = (principal: Principal) => principal.scopes.includes('admin');
 
 /**
  * Runs jobs as recorded sessions: picks a worker, opens its Infer stream,
@@ -87,7 +86,7 @@ export class SessionService {
     const id = randomUUID();
     const session = await this.deps.sessions.create({
       id,
-      owner: principal.subject,
+      owner: principal.id,
       task: spec.task,
       model: spec.model,
       parameters: spec.parameters,
@@ -98,7 +97,7 @@ export class SessionService {
       correlationId: options.correlationId,
       deadlineMs: this.deps.inferenceDeadlineMs,
     });
-    const live: Live = { owner: principal.subject, stream, target, cancelRequested: false };
+    const live: Live = { owner: principal.id, stream, target, cancelRequested: false };
     this.live.set(id, live);
     const release = this.deps.scheduler.track(target.worker.id);
     const done = this.relay(session, live).finally(() => {
@@ -116,14 +115,14 @@ export class SessionService {
   /** A session visible to the principal (its own, or any for admins); 404 otherwise. */
   async get(id: string, principal: Principal): Promise<Session> {
     const session = await this.deps.sessions.get(id);
-    if (!session || (session.owner !== principal.subject && !isAdmin(principal))) {
+    if (!session || (session.owner !== principal.id && !isAdmin(principal))) {
       throw new NotFoundError(`No session '${id}'.`);
     }
     return session;
   }
 
   list(principal: Principal, query: Omit<SessionQuery, 'owner'>): Promise<{ items: Session[]; total: number }> {
-    return this.deps.sessions.list({ ...query, ...(isAdmin(principal) ? {} : { owner: principal.subject }) });
+    return this.deps.sessions.list({ ...query, ...(isAdmin(principal) ? {} : { owner: principal.id }) });
   }
 
   /** Ask the worker to stop the job; the stream then ends with the cancelled event. */

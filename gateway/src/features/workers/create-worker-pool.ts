@@ -6,14 +6,20 @@ import { RemoteWorkerPool } from './remote-worker-pool.js';
 import type { WorkerPool } from './worker-handle.js';
 
 /**
- * WORKER_ADDRESSES set: connect to those workers (compose, Kubernetes).
+ * WORKER_ADDRESSES set: connect to those workers (compose, Kubernetes) with
+ * WORKER_TOKEN and, when WORKER_TLS_CA is set, TLS.
  * Otherwise: launch WORKER_COUNT local workers from the project's Python
- * environment, after checking that environment can run them.
+ * environment, after checking that environment can run them; they listen on
+ * loopback and share a random token with this process only.
  */
 export async function createWorkerPool(config: Config, logger: Logger, env: NodeJS.ProcessEnv): Promise<WorkerPool> {
+  const log = logger.child({ component: 'workers' });
   if (config.workerAddresses && config.workerAddresses.length > 0) {
-    return new RemoteWorkerPool(config, logger.child({ component: 'workers' }), config.workerAddresses);
+    return new RemoteWorkerPool(config, log, config.workerAddresses);
+  }
+  if (config.workerToken !== undefined || config.workerTlsCa !== undefined) {
+    log.info('WORKER_TOKEN and WORKER_TLS_* apply to remote workers only; local workers get a random token');
   }
   await checkPythonEnvironment(config.workerPython);
-  return new LocalWorkerPool(config, logger.child({ component: 'workers' }), env);
+  return new LocalWorkerPool(config, log, env);
 }

@@ -2,6 +2,8 @@ import type { Config } from '../../config/config.js';
 import type { Logger } from '../../infra/logger.js';
 import { workerSourceRoot } from '../../infra/paths.js';
 import { WorkerClient } from '../../infra/grpc/worker-client.js';
+import { loadProtos } from '../../infra/grpc/protos.js';
+import { localWorkerChannel } from '../../infra/grpc/worker-credentials.js';
 import { LocalWorker } from './local-worker.js';
 import type { WorkerHandle, WorkerPool } from './worker-handle.js';
 
@@ -40,7 +42,10 @@ export class LocalWorkerPool implements WorkerPool {
   private readonly handles: LocalWorker[];
 
   constructor(config: Config, logger: Logger, parentEnv: NodeJS.ProcessEnv) {
-    const env = workerEnvironment(parentEnv);
+    // One token for this gateway process, in each child's environment (argv
+    // is visible in ps): even on loopback, our workers answer only us.
+    const channel = localWorkerChannel();
+    const env = { ...workerEnvironment(parentEnv), WORKER_TOKEN: channel.token };
     this.handles = Array.from(
       { length: config.workerCount },
       (_, index) =>
@@ -63,7 +68,7 @@ export class LocalWorkerPool implements WorkerPool {
           shutdownGraceSeconds: config.shutdownGraceSeconds,
           healthDeadlineMs: config.healthCheckDeadlineMs,
           logger,
-          createClient: (id, address) => new WorkerClient(id, address, config.grpcDeadlineMs),
+          createClient: (id, address) => new WorkerClient(id, address, config.grpcDeadlineMs, loadProtos(), channel),
         }),
     );
   }

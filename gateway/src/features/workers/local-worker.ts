@@ -10,7 +10,7 @@ export interface LocalWorkerOptions {
   python: string;
   /** Extra worker flags (directories, limits), after the supervisor's own. */
   extraArgs: readonly string[];
-  /** Environment of the child, already stripped of the gateway's secrets. */
+  /** Environment of the child, stripped of the gateway's secrets; carries the worker token (WORKER_TOKEN), never argv. */
   env: NodeJS.ProcessEnv;
   logLevel: LogLevel;
   startTimeoutMs: number;

@@ -1,6 +1,8 @@
 import type { Config } from '../../config/config.js';
 import type { Logger } from '../../infra/logger.js';
 import { WorkerClient } from '../../infra/grpc/worker-client.js';
+import { loadProtos } from '../../infra/grpc/protos.js';
+import { remoteWorkerChannel } from '../../infra/grpc/worker-credentials.js';
 import type { WorkerHandle, WorkerPool, WorkerSnapshot, WorkerState } from './worker-handle.js';
 
 /** A worker the gateway did not launch (docker-compose, Kubernetes): known by address only. */
@@ -42,8 +44,15 @@ export class RemoteWorkerPool implements WorkerPool {
     private readonly logger: Logger,
     addresses: readonly string[],
   ) {
+    const channel = remoteWorkerChannel(config);
     // Named by address: stable for as long as the deployment keeps it.
-    this.handles = addresses.map((address) => new RemoteWorker(new WorkerClient(address, address, config.grpcDeadlineMs)));
+    this.handles = addresses.map(
+      (address) => new RemoteWorker(new WorkerClient(address, address, config.grpcDeadlineMs, loadProtos(), channel)),
+    );
+    this.logger.info('remote worker channel', {
+      tls: config.workerTlsCa === undefined ? 'off' : config.workerTlsCert === undefined ? 'server' : 'mutual',
+      token: config.workerToken !== undefined,
+    });
   }
 
   workers(): readonly WorkerHandle[] {

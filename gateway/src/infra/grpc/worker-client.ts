@@ -21,6 +21,7 @@ import type {
 import { WorkerCallError } from '../../errors/worker-call-error.js';
 import { WORKER_CHANNEL_OPTIONS } from './channel-options.js';
 import { loadProtos, type Protos } from './protos.js';
+import { PLAINTEXT_CHANNEL, type WorkerChannelSecurity } from './worker-credentials.js';
 
 export interface CallOptions {
   /** Correlation id of the HTTP request, sent as `x-request-id` metadata. */
@@ -61,19 +62,25 @@ export interface WorkerApi {
 
 /**
  * One worker's gRPC client: one channel, shared by the worker service and the
- * health service, reused for every call. Every call has a deadline.
+ * health service, reused for every call. Every call has a deadline and, when
+ * the worker has a token, carries it (the health call too: a wrong token then
+ * shows in health checks instead of a worker that refuses all work).
  */
 export class WorkerClient implements WorkerApi {
   private readonly worker: WorkerServiceClient;
   private readonly health: HealthClient;
+  // A private field: util.inspect and JSON.stringify of the client never show it.
+  readonly #authorization: string | undefined;
 
   constructor(
     readonly workerId: string,
     readonly address: string,
     private readonly defaultDeadlineMs: number,
     protos: Protos = loadProtos(),
+    security: WorkerChannelSecurity = PLAINTEXT_CHANNEL,
   ) {
-    const credentials = grpc.credentials.createInsecure();
+    const { credentials, token } = security;
+    this.#authorization = token === undefined ? undefined : `Bearer ${token}`;
     this.worker = new protos.device_ops.v1.WorkerService(address, credentials, WORKER_CHANNEL_OPTIONS);
     this.health = new protos.grpc.health.v1.Health(address, credentials, {
       channelOverride: this.worker.getChannel(),
@@ -149,6 +156,7 @@ export class WorkerClient implements WorkerApi {
   private metadata(options: CallOptions): grpc.Metadata {
     const metadata = new grpc.Metadata();
     if (options.correlationId) metadata.set('x-request-id', options.correlationId);
+    if (this.#authorization) metadata.set('authorization', this.#authorization);
     return metadata;
   }
 
@@ -167,12 +175,20 @@ export class WorkerClient implements WorkerApi {
   }
 
   private toError(rpc: string, error: grpc.ServiceError, deadlineMs: number): WorkerCallError {
-    const detail =
-      error.code === grpc.status.DEADLINE_EXCEEDED
-        ? `worker ${this.workerId} did not answer ${rpc} within ${deadlineMs} ms`
-        : error.code === grpc.status.UNAVAILABLE
-          ? `worker ${this.workerId} is unavailable (${error.details})`
-          : error.details || `worker ${this.workerId} failed ${rpc}`;
-    return new WorkerCallError(this.workerId, rpc, error.code, detail);
+    return new WorkerCallError(this.workerId, rpc, error.code, this.errorDetail(rpc, error, deadlineMs));
+  }
+
+  private errorDetail(rpc: string, error: grpc.ServiceError, deadlineMs: number): string {
+    switch (error.code) {
+      case grpc.status.DEADLINE_EXCEEDED:
+        return `worker ${this.workerId} did not answer ${rpc} within ${deadlineMs} ms`;
+      case grpc.status.UNAVAILABLE:
+        return `worker ${this.workerId} is unavailable (${error.details})`;
+      case grpc.status.UNAUTHENTICATED:
+        // Names the setting to check; never what was sent.
+        return `worker ${this.workerId} refused the gateway's credentials (authentication failed: check WORKER_TOKEN)`;
+      default:
+        return error.details || `worker ${this.workerId} failed ${rpc}`;
+    }
   }
 }

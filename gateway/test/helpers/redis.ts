@@ -1,0 +1,215 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { accessSync, constants, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { abandonedServerFolders } from './wait.js';
+import { tmpdir } from 'node:os';
+import { delimiter, join } from 'node:path';
+import { createClient } from 'redis';
+
+/**
+ * A throwaway redis-server on a free loopback port, for tests of what the
+ * gateway keeps in Redis: no persistence, stopped (or stopped and restarted
+ * on the same port, for outage tests) by the test.
+ */
+
+export const REDIS_MISSING_MESSAGE = 'redis-server not found: Redis tests skipped; install the redis-server package';
+
+/** redis-server from PATH, else /usr/bin or /usr/sbin (Debian); null when none. */
+export function findRedisServer(env: NodeJS.ProcessEnv = process.env): string | null {
+  const folders = [...(env.PATH ?? '').split(delimiter).filter(Boolean), '/usr/bin', '/usr/sbin'];
+  for (const folder of folders) {
+    const candidate = join(folder, 'redis-server');
+    try {
+      accessSync(candidate, constants.X_OK);
+      return candidate;
+    } catch {
+      // not here
+    }
+  }
+  return null;
+}
+
+/**
+ * The redis-server binary for a test file, or null to skip its Redis tests
+ * (with one line saying so). Under CI a missing redis-server is a failure:
+ * CI must not pass by skipping a service test.
+ */
+export function redisServerForTests(): string | null {
+  const binary = findRedisServer();
+  if (binary) return binary;
+  if (process.env.CI) throw new Error(REDIS_MISSING_MESSAGE.replace('skipped', 'cannot be skipped under CI'));
+  console.warn(REDIS_MISSING_MESSAGE);
+  return null;
+}
+
+export interface RunningRedis {
+  port: number;
+  /** redis://127.0.0.1:<port> */
+  url: string;
+  /** Stop the server (SIGTERM, then SIGKILL); safe to call twice. */
+  stop(): Promise<void>;
+  /** Stop the server but keep its port for up(): the start of an outage. */
+  down(): Promise<void>;
+  /** Start a fresh (empty) server on the same port: the end of an outage. */
+  up(): Promise<void>;
+  /** down() then up(). */
+  restart(): Promise<void>;
+  /** SIGSTOP / SIGCONT: the server keeps its connections but stops answering. */
+  pause(): void;
+  resume(): void;
+}
+
+const ROOT_PREFIX = 'device-ops-redis-';
+const OWNER_FILE = 'owner.pid';
+const SERVER_FILE = 'server.pid';
+
+export async function startRedis(binary: string): Promise<RunningRedis> {
+  stopAbandonedServers();
+  const dir = mkdtempSync(join(tmpdir(), ROOT_PREFIX));
+  writeFileSync(join(dir, OWNER_FILE), String(process.pid));
+  let child: ChildProcess | null = null;
+  let port = 0;
+
+  const kill = () => child?.kill('SIGKILL');
+  // A run that exits without its teardown still stops the server.
+  process.once('exit', kill);
+
+  const launch = async () => {
+    const started = spawn(
+      binary,
+      ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--daemonize', 'no'],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    let output = '';
+    const collect = (chunk: Buffer) => {
+      output = (output + chunk.toString('utf8')).slice(-4000);
+    };
+    started.stdout?.on('data', collect);
+    started.stderr?.on('data', collect);
+    child = started;
+    if (started.pid) writeFileSync(join(dir, SERVER_FILE), String(started.pid));
+    try {
+      await waitForPing(port, started);
+    } catch (error) {
+      started.kill('SIGKILL');
+      child = null;
+      throw new Error(`redis-server did not start on port ${port}: ${(error as Error).message}\n${output}`);
+    }
+  };
+
+  const stopServer = async () => {
+    const running = child;
+    child = null;
+    if (!running || running.exitCode !== null || running.signalCode !== null) return;
+    const exited = once(running, 'exit');
+    running.kill('SIGCONT');
+    running.kill('SIGTERM');
+    const forced = setTimeout(() => running.kill('SIGKILL'), 5000);
+    await exited;
+    clearTimeout(forced);
+  };
+
+  for (let attempt = 1; ; attempt += 1) {
+    port = await freePort();
+    try {
+      await launch();
+      break;
+    } catch (error) {
+      // Another process may have taken the port between probe and start.
+      if (attempt >= 3) {
+        rmSync(dir, { recursive: true, force: true });
+        process.off('exit', kill);
+        throw error;
+      }
+    }
+  }
+
+  return {
+    port,
+    url: `redis://127.0.0.1:${port}`,
+    stop: async () => {
+      await stopServer();
+      process.off('exit', kill);
+      rmSync(dir, { recursive: true, force: true });
+    },
+    down: stopServer,
+    up: launch,
+    restart: async () => {
+      await stopServer();
+      await launch();
+    },
+    pause: () => {
+      child?.kill('SIGSTOP');
+    },
+    resume: () => {
+      child?.kill('SIGCONT');
+    },
+  };
+}
+
+/**
+ * Servers of test processes that were killed outright (a timed-out worker,
+ * SIGKILL) had no teardown: stop them once their owner is gone.
+ */
+function stopAbandonedServers(): void {
+  for (const dir of abandonedServerFolders(ROOT_PREFIX, OWNER_FILE)) {
+    let server = 0;
+    try {
+      server = Number(readFileSync(join(dir, SERVER_FILE), 'utf8'));
+    } catch {
+      // no server was started
+    }
+    // Only a redis-server: the pid may have been reused since.
+    if (Number.isInteger(server) && server > 0 && commandLine(server).includes('redis-server')) {
+      try {
+        process.kill(server, 'SIGKILL');
+      } catch {
+        // gone meanwhile
+      }
+    }
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+function commandLine(pid: number): string {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+  } catch {
+    return '';
+  }
+}
+
+/** Poll with PING until the server answers, or fail once it exits or 10 s pass. */
+async function waitForPing(port: number, server: ChildProcess): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  let last: unknown;
+  while (Date.now() < deadline) {
+    if (server.exitCode !== null || server.signalCode !== null) throw new Error(`exited (${server.exitCode ?? server.signalCode})`);
+    const client = createClient({ url: `redis://127.0.0.1:${port}`, socket: { connectTimeout: 500, reconnectStrategy: false } });
+    client.on('error', () => undefined);
+    try {
+      await client.connect();
+      if ((await client.ping()) === 'PONG') return;
+    } catch (error) {
+      last = error;
+    } finally {
+      client.destroy();
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  throw new Error(`no PONG within 10 s${last ? `: ${String(last)}` : ''}`);
+}
+
+/** A loopback port nothing listens on (at the time of the call). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      const port = typeof address === 'object' && address ? address.port : 0;
+      server.close(() => resolve(port));
+    });
+  });
+}
