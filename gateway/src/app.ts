@@ -17,6 +17,9 @@ import { deviceRoutes } from './features/devices/device-routes.js';
 import { docsRouter } from './features/docs/docs-routes.js';
 import { createRegistry, generateDocument, type OpenApiDocument } from './features/docs/openapi.js';
 import { HealthService, type DependencyCheck } from './features/health/health-service.js';
+import { Readiness } from './features/health/readiness.js';
+import { metricsRoutes } from './features/metrics/metrics-routes.js';
+import { GatewayMetrics } from './infra/metrics.js';
 import { healthRoutes } from './features/health/health-routes.js';
 import { inferenceRoutes } from './features/inference/inference-routes.js';
 import { InferenceService } from './features/inference/inference-service.js';
@@ -49,6 +52,12 @@ export interface AppDeps {
   limits?: RouteLimits;
   /** Extra dependencies /health/detailed reports (database, Redis…). */
   dependencies?: DependencyCheck[];
+  /** The gateway's metrics (one registry per app); a fresh one when absent. */
+  metrics?: GatewayMetrics;
+  /** A real query against the database, for readiness; fakes answer at once. */
+  pingDatabase?: () => Promise<number>;
+  /** Whether rate-limit counters are where they belong, for metrics. */
+  rateLimitStoreHealthy?: () => boolean;
 }
 
 export interface GatewayServices {
@@ -56,6 +65,8 @@ export interface GatewayServices {
   batches: BatchService;
   apiKeys: ApiKeyService;
   audit: AuditService;
+  readiness: Readiness;
+  metrics: GatewayMetrics;
 }
 
 export interface GatewayApp {
@@ -90,9 +101,16 @@ function allowList(entries: readonly string[] | undefined): BlockList {
  */
 export function createApp(config: Config, deps: AppDeps): GatewayApp {
   const { logger, workers, stores } = deps;
+  const metrics = deps.metrics ?? new GatewayMetrics();
+  const readiness = new Readiness(workers, deps.pingDatabase ?? (async () => 0));
+  metrics.observe({
+    workers: () => workers.workers().map((w) => ({ id: w.id, state: w.snapshot().state, restarts: w.snapshot().restarts })),
+    ready: () => readiness.lastReady,
+    rateLimitStoreHealthy: () => deps.rateLimitStoreHealthy?.() ?? true,
+  });
   const audit = new AuditService(stores.audit, logger);
   const apiKeys = new ApiKeyService(stores.apiKeys, logger, config.adminApiKey);
-  const authenticator = new Authenticator(config, config.authApiKeysEnabled ? apiKeys : null);
+  const authenticator = new Authenticator(config, config.authApiKeysEnabled ? apiKeys : null, metrics);
   const scheduler = new WorkerScheduler(workers, config.grpcDeadlineMs);
   const sessions = new SessionService({
     sessions: stores.sessions,
@@ -101,6 +119,7 @@ export function createApp(config: Config, deps: AppDeps): GatewayApp {
     logger,
     inferenceDeadlineMs: config.inferenceDeadlineMs,
     outputUrl: (sessionId, file) => `/api/inference/outputs/${sessionId}/${encodeURIComponent(file)}`,
+    metrics,
   });
   const inference = new InferenceService(sessions, scheduler);
   const batches = new BatchService({ batches: stores.batches, sessions: stores.sessions, sessionService: sessions, inference, scheduler, logger });
@@ -136,12 +155,13 @@ export function createApp(config: Config, deps: AppDeps): GatewayApp {
   };
   const { router, declared } = mountRoutes(
     [
-      ...healthRoutes(health),
+      ...healthRoutes(health, readiness),
+      ...metricsRoutes(metrics, workers),
       ...authRoutes(),
       ...deviceRoutes(devices),
       ...memoryRoutes(scheduler),
       ...modelRoutes(models),
-      ...inferenceRoutes({ inference, sessions, outputDirectory: config.outputDirectory, audit }),
+      ...inferenceRoutes({ inference, sessions, outputDirectory: config.outputDirectory, audit, openStreams: metrics.sseStreams }),
       ...postprocessingRoutes(sessions),
       ...batchRoutes(batches),
       ...adminRoutes(apiKeys, audit),
@@ -158,7 +178,7 @@ export function createApp(config: Config, deps: AppDeps): GatewayApp {
   // Exactly the proxy hops that exist (NGINX); with the default, a
   // client-sent X-Forwarded-For never changes req.ip.
   app.set('trust proxy', config.trustProxy);
-  app.use(requestContext(logger));
+  app.use(requestContext(logger, metrics));
   app.use(
     helmet({
       contentSecurityPolicy: {
@@ -191,6 +211,11 @@ export function createApp(config: Config, deps: AppDeps): GatewayApp {
   const openapi = generateDocument(registry, deps.version);
   app.use(docsRouter(openapi));
   app.use(notFoundHandler());
-  app.use(problemMiddleware());
-  return { app, openapi, services: { sessions, batches, apiKeys, audit }, declared: [...declared, ...DOCS_ROUTES] };
+  app.use(problemMiddleware(metrics));
+  return {
+    app,
+    openapi,
+    services: { sessions, batches, apiKeys, audit, readiness, metrics },
+    declared: [...declared, ...DOCS_ROUTES],
+  };
 }

@@ -7,6 +7,8 @@ import { createHttpServer } from './http/http-server.js';
 import { loadConfig, type Config } from './config/config.js';
 import { createStores } from './create-stores.js';
 import { createRateLimits } from './features/rate-limits/rate-limits.js';
+import { instrumentDatabase } from './infra/database/database-metrics.js';
+import { GatewayMetrics } from './infra/metrics.js';
 import { createWorkerPool } from './features/workers/create-worker-pool.js';
 import { createDatabase, type Database } from './infra/database/database.js';
 import type { WorkerPool } from './features/workers/worker-handle.js';
@@ -32,11 +34,28 @@ export interface StartOptions {
 /** Boot the whole gateway: config, logger, workers, HTTP server. */
 export async function startGateway(env: NodeJS.ProcessEnv, options: StartOptions = {}): Promise<RunningGateway> {
   const config = loadConfig(env);
-  const logger = createLogger({ level: config.logLevel, ...(options.logStream ? { stream: options.logStream } : {}) });
+  const metrics = new GatewayMetrics();
+  const logger = createLogger({
+    level: config.logLevel,
+    ...(options.logStream ? { stream: options.logStream } : {}),
+    ...(config.seqServerUrl
+      ? {
+          seq: {
+            serverUrl: config.seqServerUrl,
+            apiKey: config.seqApiKey,
+            maxQueued: config.seqMaxBufferedEvents,
+            onDropped: (n: number) => metrics.logDropped.inc({ sink: 'seq' }, n),
+          },
+        }
+      : {}),
+  });
   const version = readGatewayVersion();
   const database = createDatabase({ databaseUrl: config.databaseUrl, dataDirectory: config.dataDirectory }, logger);
+  instrumentDatabase(database.knex, metrics);
   await database.migrate();
-  const workers = await createWorkerPool(config, logger, env);
+  const workers = await createWorkerPool(config, logger, env, (worker, rpc, code, seconds) =>
+    metrics.grpcDuration.observe({ worker, rpc, code }, seconds),
+  );
   await workers.start();
 
   const limits = await createRateLimits(config, logger);
@@ -61,6 +80,9 @@ export async function startGateway(env: NodeJS.ProcessEnv, options: StartOptions
     stores: createStores(database.knex),
     limits,
     dependencies,
+    metrics,
+    pingDatabase: () => database.ping(),
+    rateLimitStoreHealthy: () => limits.status().healthy,
   });
   // Jobs a previous process left running can never finish: say so before serving.
   await services.sessions.interruptLeftovers();
@@ -76,6 +98,7 @@ export async function startGateway(env: NodeJS.ProcessEnv, options: StartOptions
   const close = () => {
     closing ??= (async () => {
       logger.info('gateway draining', { graceSeconds: config.shutdownGraceSeconds });
+      services.readiness.startDraining();
       const drained = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeIdleConnections();
       const grace = setTimeout(() => {
@@ -88,6 +111,7 @@ export async function startGateway(env: NodeJS.ProcessEnv, options: StartOptions
       await limits.close();
       await database.close();
       logger.info('gateway stopped');
+      await logger.close();
     })();
     return closing;
   };

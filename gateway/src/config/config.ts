@@ -142,6 +142,13 @@ export const settings = {
   workerTlsCa: setting('WORKER_TLS_CA', 'CA certificate (PEM path) that signed remote workers\' certificates; enables TLS.', optionalText),
   workerTlsCert: setting('WORKER_TLS_CERT', 'Client certificate (PEM path) for mutual TLS with workers.', optionalText),
   workerTlsKey: setting('WORKER_TLS_KEY', 'Client private key (PEM path) for mutual TLS with workers.', optionalText, true),
+  seqServerUrl: setting('SEQ_SERVER_URL', 'Seq server to ship logs to, e.g. http://seq:5341; empty: stdout only.', z.url().optional()),
+  seqApiKey: setting('SEQ_API_KEY', 'API key for Seq ingestion, when Seq requires one.', optionalText, true),
+  seqMaxBufferedEvents: setting(
+    'SEQ_MAX_BUFFERED_EVENTS',
+    'Log events held while Seq is slow or down; beyond it new ones are dropped and counted.',
+    int(10, 1_000_000).default(10_000),
+  ),
   workerCount: setting(
     'WORKER_COUNT',
     'Local worker processes to start when WORKER_ADDRESSES is empty.',

@@ -95,7 +95,12 @@ export class TooManyRequestsError extends GatewayError {
   readonly type = 'rate-limited';
   readonly title = 'Too many requests';
 
-  constructor(detail: string, retryAfterSeconds: number) {
+  constructor(
+    detail: string,
+    retryAfterSeconds: number,
+    /** Which limit refused it (client, principal, inference), for metrics. */
+    readonly limiter = 'unknown',
+  ) {
     super(detail);
     this.headers['Retry-After'] = String(Math.max(1, Math.ceil(retryAfterSeconds)));
     this.extensions.retryAfterSeconds = Math.max(1, Math.ceil(retryAfterSeconds));
@@ -107,7 +112,12 @@ export class ServiceUnavailableError extends GatewayError {
   readonly type = 'service-unavailable';
   readonly title = 'Service unavailable';
 
-  constructor(detail: string, retryAfterSeconds?: number) {
+  constructor(
+    detail: string,
+    retryAfterSeconds?: number,
+    /** Why there is no capacity (no-worker, gateway-queue, sse-streams…), for metrics. */
+    readonly reason = 'no-worker',
+  ) {
     super(detail);
     if (retryAfterSeconds !== undefined) this.headers['Retry-After'] = String(retryAfterSeconds);
   }

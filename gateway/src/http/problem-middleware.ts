@@ -1,7 +1,11 @@
 import type { NextFunction, Request, Response } from 'express';
+import type { GatewayMetrics } from '../infra/metrics.js';
 import {
+  ForbiddenError,
   GatewayError,
   InternalError,
+  ServiceUnavailableError,
+  TooManyRequestsError,
   MalformedBodyError,
   NotFoundError,
   PayloadTooLargeError,
@@ -25,10 +29,24 @@ export function toGatewayError(error: unknown): GatewayError {
   return fromBodyParser(error) ?? new InternalError(error);
 }
 
+/** Refusals that metrics count: rate limits, capacity, missing scopes. */
+function count(problem: GatewayError, req: Request, metrics: GatewayMetrics): void {
+  if (problem instanceof TooManyRequestsError) metrics.rateLimitRejections.inc({ limiter: problem.limiter });
+  else if (problem instanceof ServiceUnavailableError) metrics.backpressureRejections.inc({ reason: problem.reason });
+  else if (problem instanceof ForbiddenError) {
+    metrics.authFailures.inc({ method: req.context?.principal?.method ?? 'none', reason: 'scope' });
+  } else {
+    // A worker at capacity: refused at the call (WorkerCallError) or as the job's end (SessionFailedError).
+    const code = (problem as { grpcCode?: string }).grpcCode ?? problem.extensions.code;
+    if (code === 'RESOURCE_EXHAUSTED') metrics.backpressureRejections.inc({ reason: 'worker-capacity' });
+  }
+}
+
 /** The one place that writes errors: RFC 9457 problem+json, no stack traces. */
-export function problemMiddleware() {
+export function problemMiddleware(metrics?: GatewayMetrics) {
   return (error: unknown, req: Request, res: Response, next: NextFunction): void => {
     const problem = toGatewayError(error);
+    if (metrics) count(problem, req, metrics);
     const log = req.context?.log;
     const fields = { errorId: problem.id, status: problem.status, type: problem.type, err: error };
     if (problem.status >= 500) log?.error('request failed', fields);

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { NextFunction, Request, Response } from 'express';
 import type { Logger } from '../infra/logger.js';
+import { statusClass, type GatewayMetrics } from '../infra/metrics.js';
 import type { Principal } from '../features/auth/principal.js';
 
 export interface RequestContext {
@@ -20,27 +21,54 @@ declare module 'express-serve-static-core' {
 
 // Safe to echo in a header and a log line verbatim.
 const CORRELATION_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+// W3C trace context: version-traceid-parentid-flags; the trace id joins us to the caller's trace.
+const TRACEPARENT = /^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$/;
+
+/** X-Request-Id when well formed, else the trace id of a well-formed traceparent, else a new id. */
+function correlationIdOf(req: Request): string {
+  const offered = req.get('x-request-id');
+  if (offered && CORRELATION_ID.test(offered)) return offered;
+  const trace = TRACEPARENT.exec(req.get('traceparent') ?? '')?.[1];
+  if (trace && trace !== '0'.repeat(32)) return trace;
+  return randomUUID();
+}
+
+/** The route template (/api/inference/sessions/{id}), never the raw URL with its ids and query. */
+export function routeTemplate(req: Request): string {
+  const path = req.route?.path;
+  if (typeof path === 'string') return `${req.baseUrl}${path}`.replace(/:(\w+)/g, '{$1}');
+  return req.originalUrl.startsWith('/api-docs') ? '/api-docs' : 'unmatched';
+}
 
 /**
  * First middleware: gives each request a correlation id (returned in
- * X-Request-Id, logged on every line, passed to workers) and writes one
- * access-log line when the response is finished.
+ * X-Request-Id, logged on every line, passed to workers), and when the
+ * exchange ends (finished or cut off) writes one access-log line and the
+ * request metrics.
  */
-export function requestContext(logger: Logger) {
+export function requestContext(logger: Logger, metrics?: GatewayMetrics) {
   return (req: Request, res: Response, next: NextFunction): void => {
-    const offered = req.get('x-request-id');
-    const correlationId = offered && CORRELATION_ID.test(offered) ? offered : randomUUID();
+    const correlationId = correlationIdOf(req);
     const log = logger.child({ correlationId });
     req.context = { correlationId, log, principal: null };
     res.setHeader('X-Request-Id', correlationId);
     const started = process.hrtime.bigint();
-    res.once('finish', () => {
+    metrics?.inFlight.inc();
+    res.once('close', () => {
+      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+      const route = routeTemplate(req);
+      const status = res.writableFinished ? res.statusCode : 499;
+      if (metrics) {
+        metrics.inFlight.dec();
+        const labels = { method: req.method, route, status_class: statusClass(status) };
+        metrics.httpDuration.observe(labels, seconds);
+        metrics.httpRequests.inc(labels);
+      }
       log.info('request', {
         method: req.method,
-        // The route template, never the raw URL with its ids and query.
-        route: req.route?.path ? `${req.baseUrl}${String(req.route.path)}` : null,
-        status: res.statusCode,
-        durationMs: Number(process.hrtime.bigint() - started) / 1e6,
+        route,
+        status,
+        durationMs: seconds * 1000,
         principal: req.context.principal?.id ?? null,
       });
     });

@@ -19,8 +19,10 @@ export class SseStream {
   constructor(
     req: Request,
     private readonly res: Response,
+    private readonly open?: { inc(): void; dec(): void },
     heartbeatMs = 15_000,
   ) {
+    open?.inc();
     res.status(200);
     res.setHeader('Content-Type', 'text/event-stream; charset=utf-8');
     res.setHeader('Cache-Control', 'no-cache, no-transform');
@@ -64,6 +66,7 @@ export class SseStream {
   private finish(): void {
     if (this.closed) return;
     this.closed = true;
+    this.open?.dec();
     clearInterval(this.heartbeat);
     for (const fn of this.closers.splice(0)) fn();
   }

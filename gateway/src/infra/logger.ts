@@ -1,5 +1,6 @@
 import type { Writable } from 'node:stream';
 import winston from 'winston';
+import { SeqTransport } from './seq-transport.js';
 
 export type LogLevel = 'error' | 'warn' | 'info' | 'debug';
 export type LogFields = Record<string, unknown>;
@@ -17,6 +18,8 @@ export interface Logger {
   debug(message: string, fields?: LogFields): void;
   log(level: LogLevel, message: string, fields?: LogFields): void;
   child(fields: LogFields): Logger;
+  /** Ship what is buffered (Seq) and release the transports. */
+  close(): Promise<void>;
 }
 
 export interface LoggerOptions {
@@ -25,6 +28,8 @@ export interface LoggerOptions {
   stream?: Writable;
   /** Fields on every line. */
   defaultFields?: LogFields;
+  /** Also ship every line to Seq. */
+  seq?: { serverUrl: string; apiKey?: string | undefined; maxQueued?: number; onDropped: (count: number) => void };
 }
 
 // Errors become plain objects: winston's JSON format drops Error properties.
@@ -63,18 +68,50 @@ class WinstonLogger implements Logger {
   child(fields: LogFields): Logger {
     return new WinstonLogger(this.inner.child(fields));
   }
+
+  async close(): Promise<void> {
+    await Promise.all(
+      this.inner.transports.map((t) => (t instanceof SeqTransport ? t.flush().catch(() => false) : Promise.resolve(true))),
+    );
+    this.inner.close();
+  }
+}
+
+function throttled(write: (message: string) => void, intervalMs = 60_000): (message: string) => void {
+  let last = 0;
+  return (message) => {
+    if (Date.now() - last < intervalMs) return;
+    last = Date.now();
+    write(message);
+  };
 }
 
 export function createLogger(options: LoggerOptions): Logger {
   const transport = options.stream
     ? new winston.transports.Stream({ stream: options.stream })
     : new winston.transports.Console();
+  const transports: winston.transport[] = [transport];
+  if (options.seq) {
+    const seq = options.seq;
+    transports.push(
+      new SeqTransport({
+        serverUrl: seq.serverUrl,
+        apiKey: seq.apiKey,
+        ...(seq.maxQueued !== undefined ? { maxQueued: seq.maxQueued } : {}),
+        onDropped: seq.onDropped,
+        // Straight to stderr, at most once a minute: a Seq problem must not loop back into Seq.
+        onError: throttled((message) =>
+          process.stderr.write(`${JSON.stringify({ level: 'warn', message, service: 'gateway', timestamp: new Date().toISOString() })}\n`),
+        ),
+      }),
+    );
+  }
   const inner = winston.createLogger({
     level: options.level,
     levels: { error: 0, warn: 1, info: 2, debug: 3 },
     defaultMeta: { service: 'gateway', ...options.defaultFields },
     format: winston.format.combine(winston.format.timestamp(), serializeErrors(), winston.format.json()),
-    transports: [transport],
+    transports,
   });
   return new WinstonLogger(inner);
 }

@@ -48,6 +48,9 @@ describe('API documentation', () => {
       '/api/processing/batches/{id}',
       '/health',
       '/health/detailed',
+      '/health/ready',
+      '/metrics',
+      '/metrics/workers/{workerId}',
     ]);
     // Auth is part of each operation: public ones have none, the rest bearer.
     expect(paths['/health']!.get!.security).toEqual([]);

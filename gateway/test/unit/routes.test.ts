@@ -90,6 +90,11 @@ describe('routes over fake workers', () => {
     const closed = await startFakeGateway(['worker-0'], { INTERNAL_ALLOW_LIST: '' });
     try {
       expect((await getJson(`${closed.url}/health/detailed`)).status).toBe(401);
+      expect((await fetch(`${closed.url}/metrics`)).status).toBe(401);
+      expect((await fetch(`${closed.url}/metrics`, { headers: bearer(token) })).status).toBe(200);
+      // Liveness and readiness stay public.
+      expect((await getJson(`${closed.url}/health`)).status).toBe(200);
+      expect((await getJson(`${closed.url}/health/ready`)).status).toBe(200);
     } finally {
       await closed.close();
     }

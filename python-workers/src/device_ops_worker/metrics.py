@@ -36,6 +36,7 @@ class _StateCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         depth = GaugeMetricFamily(f"{PREFIX}_queue_depth", "Jobs waiting per device (the running batch excluded).", labels=["device"])
+        capacity = GaugeMetricFamily(f"{PREFIX}_queue_capacity", "Jobs a device queue holds (MAX_QUEUE_PER_DEVICE).", labels=["device"])
         busy = GaugeMetricFamily(f"{PREFIX}_device_busy", "1 while the device runs a job.", labels=["device"])
         loaded = GaugeMetricFamily(f"{PREFIX}_loaded_models", "Models resident per device.", labels=["device"])
         model_bytes = GaugeMetricFamily(
@@ -51,6 +52,7 @@ class _StateCollector(Collector):
         placements = self._manager.placements()
         for device in self._devices:
             depth.add_metric([device.id], device.queue.depth)
+            capacity.add_metric([device.id], device.queue.capacity)
             busy.add_metric([device.id], 1 if device.queue.busy else 0)
             loaded.add_metric([device.id], sum(1 for p in placements if p.device_id == device.id))
             if not device.is_cuda:
@@ -71,7 +73,7 @@ class _StateCollector(Collector):
                     power.add_metric([device.id], reading.power_watts)
         for placement in placements:
             model_bytes.add_metric([placement.model, placement.device_id, placement.dtype], placement.footprint_bytes)
-        yield from (depth, busy, loaded, model_bytes, allocated, reserved, gpu_used, gpu_total, util, temp, power)
+        yield from (depth, capacity, busy, loaded, model_bytes, allocated, reserved, gpu_used, gpu_total, util, temp, power)
 
 
 class WorkerMetrics(InferenceObserver):

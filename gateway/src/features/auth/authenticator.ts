@@ -4,6 +4,7 @@ import { UnauthorizedError } from '../../errors/gateway-error.js';
 import type { ApiKeyService } from '../api-keys/api-key-service.js';
 import { JwtVerifier } from './jwt-verifier.js';
 import type { Principal } from './principal.js';
+import type { GatewayMetrics } from '../../infra/metrics.js';
 
 export interface AuthFailure {
   method: 'jwt' | 'api-key' | 'none';
@@ -27,6 +28,18 @@ function credentialOf(req: Request): Credential {
   return { method: 'none', reason: 'unsupported Authorization scheme' };
 }
 
+/** A bounded metrics label for a failure reason (the reasons themselves are free text from libraries). */
+export function reasonLabel(reason: string): string {
+  const text = reason.toLowerCase();
+  if (text === 'no credentials') return 'missing';
+  if (text.includes('disabled')) return 'disabled';
+  if (text.includes('expired')) return 'expired';
+  if (text === 'revoked') return 'revoked';
+  if (text === 'unknown') return 'unknown-key';
+  if (text.includes('malformed') || text.includes('scheme') || text.includes('no auth token')) return 'malformed';
+  return 'invalid';
+}
+
 /**
  * The gateway's authentication: JWT bearer tokens and API keys, each enabled
  * by config. Any failure is the same 401 problem for the client; the method
@@ -38,6 +51,7 @@ export class Authenticator {
   constructor(
     config: Config,
     private readonly apiKeys: ApiKeyService | null,
+    private readonly metrics?: GatewayMetrics,
   ) {
     this.jwt = config.authJwtEnabled ? new JwtVerifier(config) : null;
   }
@@ -62,6 +76,7 @@ export class Authenticator {
         (result) => {
           if ('reason' in result) {
             req.context.log.info('authentication failed', { authMethod: result.method, reason: result.reason });
+            this.metrics?.authFailures.inc({ method: result.method, reason: reasonLabel(result.reason) });
             onFailure?.(req, result);
             next(new UnauthorizedError());
             return;

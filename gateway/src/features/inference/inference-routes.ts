@@ -54,6 +54,8 @@ export function inferenceRoutes(deps: {
   sessions: SessionService;
   outputDirectory: string;
   audit: AuditService;
+  /** Gauge of open event streams. */
+  openStreams?: { inc(): void; dec(): void };
 }): RouteSpec[] {
   const { inference, sessions } = deps;
   return [
@@ -105,7 +107,7 @@ export function inferenceRoutes(deps: {
       handler: async ({ body, context, req, res }) => {
         const running = await inference.start(body, context.principal!, context.correlationId);
         if (wantsEventStream(req)) {
-          await streamSession(req, res, sessions, running.session, 0, true);
+          await streamSession(req, res, sessions, running.session, 0, true, deps.openStreams);
           return HANDLED;
         }
         // The client left before the end: nobody waits for the result.
@@ -187,7 +189,7 @@ export function inferenceRoutes(deps: {
       },
       handler: async ({ params, context, req, res }) => {
         const session = await sessions.get(params.id, context.principal!);
-        await streamSession(req, res, sessions, session, lastEventId(req), false);
+        await streamSession(req, res, sessions, session, lastEventId(req), false, deps.openStreams);
         return HANDLED;
       },
     }),

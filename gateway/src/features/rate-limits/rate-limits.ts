@@ -92,7 +92,7 @@ export async function createRateLimits(config: Config, logger: Logger): Promise<
       identifier: name,
       keyGenerator,
       store: storeFor(name),
-      handler: refuse(COUNTED[name], limit, config.rateLimitWindowSeconds),
+      handler: refuse(name, COUNTED[name], limit, config.rateLimitWindowSeconds),
       // FailoverStore never throws; should a store fail anyway, let the request through.
       passOnStoreError: true,
       logger: libraryLogger(log),
@@ -129,7 +129,7 @@ export async function createRateLimits(config: Config, logger: Logger): Promise<
  * The limiter's answer when over the limit: hand a TooManyRequestsError to
  * the gateway's error middleware. Built once per limiter.
  */
-function refuse(counted: string, limit: number, windowSeconds: number) {
+function refuse(name: string, counted: string, limit: number, windowSeconds: number) {
   return (req: Request, _res: Response, next: NextFunction, used: Options): void => {
     const resetTime = (req as AugmentedRequest)[used.requestPropertyName]?.resetTime;
     const retryAfterSeconds = Math.max(1, Math.ceil(resetTime ? (resetTime.getTime() - Date.now()) / 1000 : windowSeconds));
@@ -137,6 +137,7 @@ function refuse(counted: string, limit: number, windowSeconds: number) {
       new TooManyRequestsError(
         `Rate limit of ${limit} ${counted} per ${windowSeconds} s reached; retry in ${retryAfterSeconds} s.`,
         retryAfterSeconds,
+        name,
       ),
     );
   };

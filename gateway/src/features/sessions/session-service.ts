@@ -6,6 +6,7 @@ import { NotFoundError } from '../../errors/gateway-error.js';
 import { WorkerCallError } from '../../errors/worker-call-error.js';
 import type { InferStream } from '../../infra/grpc/worker-client.js';
 import type { Logger } from '../../infra/logger.js';
+import type { GatewayMetrics } from '../../infra/metrics.js';
 import { isAdmin, type Principal } from '../auth/principal.js';
 import type { Target, WorkerScheduler } from '../scheduling/worker-scheduler.js';
 import type { SessionEventLog, SessionListener } from './session-event-log.js';
@@ -66,6 +67,7 @@ export class SessionService {
       logger: Logger;
       inferenceDeadlineMs: number;
       outputUrl: (sessionId: string, file: string) => string;
+      metrics?: GatewayMetrics;
     },
   ) {}
 
@@ -162,8 +164,11 @@ export class SessionService {
 
   private async relay(session: Session, live: Live): Promise<Session> {
     const id = session.id;
+    const metrics = this.deps.metrics;
+    const acceptedAt = performance.now();
     let sequence = 0;
     let status: SessionStatus = 'queued';
+    metrics?.sessions.inc({ state: 'queued' });
     let terminal: { status: SessionStatus; result?: Record<string, unknown>; error?: SessionError } | null = null;
     const emit = (type: string, data: Record<string, unknown>) => {
       sequence += 1;
@@ -176,6 +181,9 @@ export class SessionService {
         emit(mapped.type, mapped.data);
         if (mapped.type === 'started' && status === 'queued') {
           status = 'running';
+          metrics?.sessions.dec({ state: 'queued' });
+          metrics?.sessions.inc({ state: 'running' });
+          metrics?.queueWait.observe((performance.now() - acceptedAt) / 1000);
           await this.update(id, { status, startedAt: new Date(), deviceId: String(mapped.data.deviceId), workerId: live.target.worker.id });
         } else if (mapped.type === 'queued') {
           await this.update(id, { deviceId: String(mapped.data.deviceId), workerId: live.target.worker.id });
@@ -194,6 +202,8 @@ export class SessionService {
       if (terminal.status === 'cancelled') emit('cancelled', { reason: 'client-disconnected' });
       else emit('error', { ...terminal.error! });
     }
+    metrics?.sessions.dec({ state: status === 'running' ? 'running' : 'queued' });
+    metrics?.sessionsFinished.inc({ status: terminal.status });
     const finished = await this.update(id, {
       status: terminal.status,
       finishedAt: new Date(),

@@ -21,8 +21,9 @@ export async function streamSession(
   session: Session,
   after: number,
   cancelOnDisconnect: boolean,
+  openStreams?: { inc(): void; dec(): void },
 ): Promise<void> {
-  const sse = new SseStream(req, res);
+  const sse = new SseStream(req, res, openStreams);
   let ended = false;
   const send = (event: Pick<SessionEvent, 'type' | 'data'> & { sequence?: number }) => {
     if (ended) return;

@@ -1,5 +1,6 @@
 import type { Config } from '../../config/config.js';
 import type { Logger } from '../../infra/logger.js';
+import type { CallObserver } from '../../infra/grpc/worker-client.js';
 import { LocalWorkerPool } from './local-worker-pool.js';
 import { checkPythonEnvironment } from './python-environment.js';
 import { RemoteWorkerPool } from './remote-worker-pool.js';
@@ -12,14 +13,19 @@ import type { WorkerPool } from './worker-handle.js';
  * environment, after checking that environment can run them; they listen on
  * loopback and share a random token with this process only.
  */
-export async function createWorkerPool(config: Config, logger: Logger, env: NodeJS.ProcessEnv): Promise<WorkerPool> {
+export async function createWorkerPool(
+  config: Config,
+  logger: Logger,
+  env: NodeJS.ProcessEnv,
+  observe?: CallObserver,
+): Promise<WorkerPool> {
   const log = logger.child({ component: 'workers' });
   if (config.workerAddresses && config.workerAddresses.length > 0) {
-    return new RemoteWorkerPool(config, log, config.workerAddresses);
+    return new RemoteWorkerPool(config, log, config.workerAddresses, observe);
   }
   if (config.workerToken !== undefined || config.workerTlsCa !== undefined) {
     log.info('WORKER_TOKEN and WORKER_TLS_* apply to remote workers only; local workers get a random token');
   }
   await checkPythonEnvironment(config.workerPython);
-  return new LocalWorkerPool(config, log, env);
+  return new LocalWorkerPool(config, log, env, observe);
 }

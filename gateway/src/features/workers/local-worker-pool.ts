@@ -1,7 +1,7 @@
 import type { Config } from '../../config/config.js';
 import type { Logger } from '../../infra/logger.js';
 import { workerSourceRoot } from '../../infra/paths.js';
-import { WorkerClient } from '../../infra/grpc/worker-client.js';
+import { WorkerClient, type CallObserver } from '../../infra/grpc/worker-client.js';
 import { loadProtos } from '../../infra/grpc/protos.js';
 import { localWorkerChannel } from '../../infra/grpc/worker-credentials.js';
 import { LocalWorker } from './local-worker.js';
@@ -41,7 +41,7 @@ export class LocalWorkerPool implements WorkerPool {
   readonly mode = 'local';
   private readonly handles: LocalWorker[];
 
-  constructor(config: Config, logger: Logger, parentEnv: NodeJS.ProcessEnv) {
+  constructor(config: Config, logger: Logger, parentEnv: NodeJS.ProcessEnv, observe?: CallObserver) {
     // One token for this gateway process, in each child's environment (argv
     // is visible in ps): even on loopback, our workers answer only us.
     const channel = localWorkerChannel();
@@ -68,7 +68,7 @@ export class LocalWorkerPool implements WorkerPool {
           shutdownGraceSeconds: config.shutdownGraceSeconds,
           healthDeadlineMs: config.healthCheckDeadlineMs,
           logger,
-          createClient: (id, address) => new WorkerClient(id, address, config.grpcDeadlineMs, loadProtos(), channel),
+          createClient: (id, address) => new WorkerClient(id, address, config.grpcDeadlineMs, loadProtos(), channel, observe),
         }),
     );
   }

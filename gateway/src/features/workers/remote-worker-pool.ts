@@ -1,6 +1,6 @@
 import type { Config } from '../../config/config.js';
 import type { Logger } from '../../infra/logger.js';
-import { WorkerClient } from '../../infra/grpc/worker-client.js';
+import { WorkerClient, type CallObserver } from '../../infra/grpc/worker-client.js';
 import { loadProtos } from '../../infra/grpc/protos.js';
 import { remoteWorkerChannel } from '../../infra/grpc/worker-credentials.js';
 import type { WorkerHandle, WorkerPool, WorkerSnapshot, WorkerState } from './worker-handle.js';
@@ -43,11 +43,12 @@ export class RemoteWorkerPool implements WorkerPool {
     private readonly config: Config,
     private readonly logger: Logger,
     addresses: readonly string[],
+    observe?: CallObserver,
   ) {
     const channel = remoteWorkerChannel(config);
     // Named by address: stable for as long as the deployment keeps it.
     this.handles = addresses.map(
-      (address) => new RemoteWorker(new WorkerClient(address, address, config.grpcDeadlineMs, loadProtos(), channel)),
+      (address) => new RemoteWorker(new WorkerClient(address, address, config.grpcDeadlineMs, loadProtos(), channel, observe)),
     );
     this.logger.info('remote worker channel', {
       tls: config.workerTlsCa === undefined ? 'off' : config.workerTlsCert === undefined ? 'server' : 'mutual',

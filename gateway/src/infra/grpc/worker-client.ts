@@ -66,6 +66,11 @@ export interface WorkerApi {
  * the worker has a token, carries it (the health call too: a wrong token then
  * shows in health checks instead of a worker that refuses all work).
  */
+/** Told about every finished call: which worker, which rpc, its gRPC status name, its duration. */
+export type CallObserver = (workerId: string, rpc: string, code: string, seconds: number) => void;
+
+const ignoreCalls: CallObserver = () => {};
+
 export class WorkerClient implements WorkerApi {
   private readonly worker: WorkerServiceClient;
   private readonly health: HealthClient;
@@ -78,6 +83,7 @@ export class WorkerClient implements WorkerApi {
     private readonly defaultDeadlineMs: number,
     protos: Protos = loadProtos(),
     security: WorkerChannelSecurity = PLAINTEXT_CHANNEL,
+    private readonly observe: CallObserver = ignoreCalls,
   ) {
     const { credentials, token } = security;
     this.#authorization = token === undefined ? undefined : `Bearer ${token}`;
@@ -139,14 +145,30 @@ export class WorkerClient implements WorkerApi {
     const deadlineMs = options.deadlineMs ?? this.defaultDeadlineMs;
     const call = this.worker.infer(request, this.metadata(options), { deadline: Date.now() + deadlineMs });
     const toError = (error: grpc.ServiceError) => this.toError('Infer', error, deadlineMs);
+    const started = performance.now();
+    const observe = this.observe;
+    const workerId = this.workerId;
+    let cancelled = false;
     async function* events(): AsyncGenerator<InferEvent__Output> {
+      let code: string | null = null;
       try {
         for await (const event of call as AsyncIterable<InferEvent__Output>) yield event;
       } catch (error) {
-        throw toError(error as grpc.ServiceError);
+        const failure = toError(error as grpc.ServiceError);
+        code = failure.grpcCode;
+        throw failure;
+      } finally {
+        // Also when the consumer stops after the terminal event.
+        observe(workerId, 'Infer', code ?? (cancelled ? 'CANCELLED' : 'OK'), (performance.now() - started) / 1000);
       }
     }
-    return { events: events(), cancel: () => call.cancel() };
+    return {
+      events: events(),
+      cancel: () => {
+        cancelled = true;
+        call.cancel();
+      },
+    };
   }
 
   close(): void {
@@ -166,10 +188,18 @@ export class WorkerClient implements WorkerApi {
     invoke: (metadata: grpc.Metadata, callOptions: grpc.CallOptions, callback: Callback<T>) => unknown,
   ): Promise<T> {
     const deadlineMs = options.deadlineMs ?? this.defaultDeadlineMs;
+    const started = performance.now();
     return new Promise<T>((resolve, reject) => {
       invoke(this.metadata(options), { deadline: Date.now() + deadlineMs }, (error, value) => {
-        if (error) reject(this.toError(rpc, error, deadlineMs));
-        else resolve(value as T);
+        const seconds = (performance.now() - started) / 1000;
+        if (error) {
+          const failure = this.toError(rpc, error, deadlineMs);
+          this.observe(this.workerId, rpc, failure.grpcCode, seconds);
+          reject(failure);
+        } else {
+          this.observe(this.workerId, rpc, 'OK', seconds);
+          resolve(value as T);
+        }
       });
     });
   }
