@@ -30,6 +30,8 @@ import { postprocessingRoutes } from './features/postprocessing/postprocessing-r
 import { WorkerScheduler } from './features/scheduling/worker-scheduler.js';
 import { SessionEventLog } from './features/sessions/session-event-log.js';
 import { SessionService } from './features/sessions/session-service.js';
+import { StreamAdmission } from './features/sessions/stream-admission.js';
+import { ServiceUnavailableError } from './errors/gateway-error.js';
 import type { WorkerPool } from './features/workers/worker-handle.js';
 import { mountRoutes, type DeclaredRoute, type RouteGuards } from './http/route.js';
 import { notFoundHandler, problemMiddleware } from './http/problem-middleware.js';
@@ -95,6 +97,21 @@ function allowList(entries: readonly string[] | undefined): BlockList {
 }
 
 /**
+ * Once draining, new work is refused with 503 (a load balancer still sending
+ * retries elsewhere); reads, cancellations, health and open streams go on.
+ */
+function refuseWhileDraining(readiness: Readiness): RequestHandler {
+  return (req, _res, next) => {
+    // DELETE stays allowed: cancelling a job that runs here is how a client stops it.
+    if (!readiness.isDraining || ['GET', 'HEAD', 'DELETE'].includes(req.method) || !req.path.startsWith('/api/')) {
+      next();
+      return;
+    }
+    next(new ServiceUnavailableError('The gateway is shutting down; retry on another instance.', 1, 'draining'));
+  };
+}
+
+/**
  * The composition root of the HTTP side: builds services from their
  * dependencies and the Express app from the services. Never listens; the
  * caller (main.ts, or a test) does.
@@ -105,13 +122,14 @@ export function createApp(config: Config, deps: AppDeps): GatewayApp {
   const readiness = new Readiness(workers, deps.pingDatabase ?? (async () => 0));
   metrics.observe({
     workers: () => workers.workers().map((w) => ({ id: w.id, state: w.snapshot().state, restarts: w.snapshot().restarts })),
-    ready: () => readiness.lastReady,
+    ready: async () => (await readiness.check()).ready,
     rateLimitStoreHealthy: () => deps.rateLimitStoreHealthy?.() ?? true,
   });
   const audit = new AuditService(stores.audit, logger);
   const apiKeys = new ApiKeyService(stores.apiKeys, logger, config.adminApiKey);
   const authenticator = new Authenticator(config, config.authApiKeysEnabled ? apiKeys : null, metrics);
-  const scheduler = new WorkerScheduler(workers, config.grpcDeadlineMs);
+  // Placement reads cheap worker metadata: a worker that does not answer within the health deadline is skipped.
+  const scheduler = new WorkerScheduler(workers, Math.min(config.grpcDeadlineMs, config.healthCheckDeadlineMs), config.maxInflightPerWorker);
   const sessions = new SessionService({
     sessions: stores.sessions,
     events: new SessionEventLog(stores.events, logger),
@@ -120,7 +138,9 @@ export function createApp(config: Config, deps: AppDeps): GatewayApp {
     inferenceDeadlineMs: config.inferenceDeadlineMs,
     outputUrl: (sessionId, file) => `/api/inference/outputs/${sessionId}/${encodeURIComponent(file)}`,
     metrics,
+    maxActiveSessions: config.maxActiveSessions,
   });
+  const streams = new StreamAdmission({ perPrincipal: config.maxSseStreamsPerPrincipal, total: config.maxSseStreams });
   const inference = new InferenceService(sessions, scheduler);
   const batches = new BatchService({ batches: stores.batches, sessions: stores.sessions, sessionService: sessions, inference, scheduler, logger });
   const devices = new DeviceService(workers, scheduler, config.grpcDeadlineMs);
@@ -128,6 +148,12 @@ export function createApp(config: Config, deps: AppDeps): GatewayApp {
     deadlineMs: config.healthCheckDeadlineMs,
     version: deps.version,
     dependencies: deps.dependencies ?? [],
+    inFlight: (workerId) => scheduler.inFlightOf(workerId),
+    disks: [
+      { name: 'models', path: config.modelDirectory },
+      { name: 'outputs', path: config.outputDirectory },
+      { name: 'data', path: config.dataDirectory },
+    ],
   });
   const models = new ModelService(scheduler);
   const registry = createRegistry();
@@ -161,7 +187,21 @@ export function createApp(config: Config, deps: AppDeps): GatewayApp {
       ...deviceRoutes(devices),
       ...memoryRoutes(scheduler),
       ...modelRoutes(models),
-      ...inferenceRoutes({ inference, sessions, outputDirectory: config.outputDirectory, audit, openStreams: metrics.sseStreams }),
+      ...inferenceRoutes({
+        inference,
+        sessions,
+        outputDirectory: config.outputDirectory,
+        audit,
+        streams,
+        sse: {
+          open: metrics.sseStreams,
+          maxBufferedBytes: config.sseMaxBufferedBytes,
+          onOverflow: (bytes) => {
+            metrics.sseSlowReaders.inc();
+            logger.warn('event stream reader too slow; disconnected', { bufferedBytes: bytes });
+          },
+        },
+      }),
       ...postprocessingRoutes(sessions),
       ...batchRoutes(batches),
       ...adminRoutes(apiKeys, audit),
@@ -207,6 +247,7 @@ export function createApp(config: Config, deps: AppDeps): GatewayApp {
       maxAge: 600,
     }),
   );
+  app.use(refuseWhileDraining(readiness));
   app.use(router);
   const openapi = generateDocument(registry, deps.version);
   app.use(docsRouter(openapi));

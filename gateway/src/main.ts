@@ -1,8 +1,9 @@
+import { mkdirSync } from 'node:fs';
 import { once } from 'node:events';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Writable } from 'node:stream';
-import { createApp } from './app.js';
+import { createApp, type GatewayServices } from './app.js';
 import { createHttpServer } from './http/http-server.js';
 import { loadConfig, type Config } from './config/config.js';
 import { createStores } from './create-stores.js';
@@ -10,6 +11,7 @@ import { createRateLimits } from './features/rate-limits/rate-limits.js';
 import { instrumentDatabase } from './infra/database/database-metrics.js';
 import { GatewayMetrics } from './infra/metrics.js';
 import { createWorkerPool } from './features/workers/create-worker-pool.js';
+import { HealthMonitor } from './features/workers/health-monitor.js';
 import { createDatabase, type Database } from './infra/database/database.js';
 import type { WorkerPool } from './features/workers/worker-handle.js';
 import { createLogger, type Logger } from './infra/logger.js';
@@ -22,6 +24,8 @@ export interface RunningGateway {
   workers: WorkerPool;
   database: Database;
   logger: Logger;
+  /** The services behind the routes (tests and the fault report look inside). */
+  services: GatewayServices;
   /** Stop accepting, let in-flight requests finish (up to the grace), stop workers. */
   close(): Promise<void>;
 }
@@ -49,7 +53,10 @@ export async function startGateway(env: NodeJS.ProcessEnv, options: StartOptions
         }
       : {}),
   });
+  if (config.seqServerUrl) metrics.logDropped.inc({ sink: 'seq' }, 0);
   const version = readGatewayVersion();
+  // Folders the gateway serves from and reports the free space of.
+  for (const dir of [config.modelDirectory, config.outputDirectory, config.dataDirectory]) mkdirSync(dir, { recursive: true });
   const database = createDatabase({ databaseUrl: config.databaseUrl, dataDirectory: config.dataDirectory }, logger);
   instrumentDatabase(database.knex, metrics);
   await database.migrate();
@@ -57,6 +64,9 @@ export async function startGateway(env: NodeJS.ProcessEnv, options: StartOptions
     metrics.grpcDuration.observe({ worker, rpc, code }, seconds),
   );
   await workers.start();
+  // Health checks with a deadline: a frozen or partitioned worker is taken out of scheduling within seconds.
+  const monitor = new HealthMonitor(workers, config.workerHealthIntervalMs, config.healthCheckDeadlineMs, logger);
+  monitor.start();
 
   const limits = await createRateLimits(config, logger);
   const dependencies = [
@@ -72,6 +82,9 @@ export async function startGateway(env: NodeJS.ProcessEnv, options: StartOptions
         return { healthy: status.healthy, detail: status.detail ?? status.store };
       },
     },
+    ...(config.seqServerUrl
+      ? [{ name: 'seq log sink', check: async () => logger.seqStatus?.() ?? { healthy: false, detail: 'not configured' } }]
+      : []),
   ];
   const { app, services } = createApp(config, {
     logger,
@@ -95,18 +108,38 @@ export async function startGateway(env: NodeJS.ProcessEnv, options: StartOptions
   logger.info('gateway listening', { url, version, workerMode: workers.mode, workers: workers.workers().length });
 
   let closing: Promise<void> | null = null;
+  /**
+   * Drain, in order: readiness 503 at once (load balancers stop sending)
+   * and new work refused with 503 while /health stays 200; running jobs get
+   * up to SHUTDOWN_GRACE_SECONDS; then no new connections, jobs still
+   * running are recorded `interrupted` and their followers get a terminal
+   * event; the remaining connections close; workers stop last.
+   */
   const close = () => {
     closing ??= (async () => {
-      logger.info('gateway draining', { graceSeconds: config.shutdownGraceSeconds });
+      const graceMs = config.shutdownGraceSeconds * 1000;
+      const deadline = Date.now() + graceMs;
+      logger.info('gateway draining', { graceSeconds: config.shutdownGraceSeconds, activeSessions: services.sessions.activeCount });
       services.readiness.startDraining();
+      void services.batches.stop(graceMs); // no further batch item starts
+      // Still listening while jobs finish: /health answers 200, /health/ready
+      // 503, and new work gets 503 (see refuseWhileDraining).
+      const idle = await services.sessions.waitIdle(graceMs);
       const drained = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeIdleConnections();
-      const grace = setTimeout(() => {
-        logger.warn('grace period over; closing remaining connections');
-        server.closeAllConnections();
-      }, config.shutdownGraceSeconds * 1000);
+      services.sessions.close();
+      if (!idle) {
+        const count = await services.sessions.interruptActive('the gateway shut down before the job finished');
+        logger.warn('grace period over; jobs still running were interrupted', { count });
+      }
+      // Batches record how they ended once their last items did.
+      await services.batches.stop(5000);
+      await services.batches.interruptLeftovers();
+      // Let responses of the jobs that just ended reach their clients, then close what is left.
+      const lastWrites = setTimeout(() => server.closeAllConnections(), Math.max(200, deadline - Date.now()));
       await drained;
-      clearTimeout(grace);
+      clearTimeout(lastWrites);
+      monitor.stop();
       await workers.stop();
       await limits.close();
       await database.close();
@@ -115,5 +148,5 @@ export async function startGateway(env: NodeJS.ProcessEnv, options: StartOptions
     })();
     return closing;
   };
-  return { config, url, server, workers, database, logger, close };
+  return { config, url, server, workers, database, logger, services, close };
 }

@@ -147,12 +147,18 @@ async def test_metrics_endpoint_counts_jobs(tmp_path: Path, tmp_path_factory: py
         request = inference_pb2.InferRequest(job_id="metered", model="tiny-mlp", task=models_pb2.MODEL_TASK_TENSOR)
         request.tensor.inputs["x"].CopyFrom(tensor(np.zeros((1, 4), dtype=np.float32)))
         await collect(worker.stub.Infer(request, timeout=60))
+        unknown = inference_pb2.InferRequest(job_id="refused", model="no-such-model", task=models_pb2.MODEL_TASK_TENSOR)
+        unknown.tensor.inputs["x"].CopyFrom(tensor(np.zeros((1, 4), dtype=np.float32)))
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await collect(worker.stub.Infer(unknown, timeout=60))
+        assert refused.value.code() == grpc.StatusCode.NOT_FOUND
         port = worker.running.metrics_port
         body = await asyncio.to_thread(lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode())
         assert 'device_ops_worker_inference_requests_total{model="tiny-mlp",outcome="success",task="tensor"} 1.0' in body
         assert f'device_ops_worker_loaded_models{{device="{worker.cpu}"}} 1.0' in body
         assert 'device_ops_worker_model_memory_bytes{device="' in body
         assert "device_ops_worker_queue_wait_seconds_count" in body
+        assert 'device_ops_worker_inference_refused_total{status="NOT_FOUND"} 1.0' in body
         assert "process_resident_memory_bytes" in body
     finally:
         await stop_engine(worker)

@@ -212,6 +212,43 @@ export const settings = {
     'Gateway state (the embedded SQLite database); relative to the repository root.',
     directory('var/data'),
   ),
+  workerCrashLoopFailures: setting(
+    'WORKER_CRASH_LOOP_FAILURES',
+    'Exits of a local worker within WORKER_CRASH_LOOP_WINDOW_SECONDS that mark it crash-looping (then retried every WORKER_RESTART_BACKOFF_MAX_MS).',
+    int(2, 100).default(5),
+  ),
+  workerCrashLoopWindowSeconds: setting('WORKER_CRASH_LOOP_WINDOW_SECONDS', 'Window of WORKER_CRASH_LOOP_FAILURES.', int(1, 3600).default(120)),
+  workerHealthIntervalMs: setting(
+    'WORKER_HEALTH_INTERVAL_MS',
+    "How often each worker's health is checked (a worker that misses HEALTH_CHECK_DEADLINE_MS is unreachable).",
+    int(100, 600_000).default(2_000),
+  ),
+  workerDnsRefreshSeconds: setting(
+    'WORKER_DNS_REFRESH_SECONDS',
+    'How often host names in WORKER_ADDRESSES are resolved again, so a scaled worker set is followed.',
+    int(1, 3600).default(30),
+  ),
+  maxInflightPerWorker: setting(
+    'MAX_INFLIGHT_PER_WORKER',
+    'Jobs this gateway keeps in flight on one worker; beyond it (on every worker) requests get 503 at once.',
+    int(1, 100_000).default(64),
+  ),
+  maxActiveSessions: setting(
+    'MAX_ACTIVE_SESSIONS',
+    'Jobs this gateway relays at once, all workers together; beyond it requests get 503 at once.',
+    int(1, 1_000_000).default(1024),
+  ),
+  maxSseStreams: setting('MAX_SSE_STREAMS', 'Event streams open at once in this process; beyond it 503.', int(1, 1_000_000).default(2000)),
+  maxSseStreamsPerPrincipal: setting(
+    'MAX_SSE_STREAMS_PER_PRINCIPAL',
+    'Event streams one principal may hold open at once; beyond it 429.',
+    int(1, 100_000).default(100),
+  ),
+  sseMaxBufferedBytes: setting(
+    'SSE_MAX_BUFFERED_BYTES',
+    'Bytes an event stream may have waiting for a slow reader before it is disconnected.',
+    int(1024, 1024 * 1024 * 1024).default(1024 * 1024),
+  ),
   grpcDeadlineMs: setting(
     'GRPC_DEADLINE_MS',
     'Deadline of every unary call to a worker.',

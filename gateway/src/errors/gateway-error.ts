@@ -120,6 +120,8 @@ export class ServiceUnavailableError extends GatewayError {
   ) {
     super(detail);
     if (retryAfterSeconds !== undefined) this.headers['Retry-After'] = String(retryAfterSeconds);
+    // Clients see which bound refused them, as metrics do.
+    this.extensions.reason = reason;
   }
 }
 
@@ -130,5 +132,17 @@ export class InternalError extends GatewayError {
 
   constructor(cause?: unknown) {
     super('The gateway failed to handle the request; quote the error id when reporting it.', { cause });
+  }
+}
+
+export class DatabaseUnavailableError extends GatewayError {
+  readonly status = 503;
+  readonly type = 'database-unavailable';
+  readonly title = 'Database unavailable';
+
+  constructor(cause: unknown) {
+    // The cause (host, port, driver message) goes to the log, not the client.
+    super('The gateway cannot reach its database right now; retry shortly.', { cause });
+    this.headers['Retry-After'] = '5';
   }
 }

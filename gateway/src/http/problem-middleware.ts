@@ -1,6 +1,8 @@
 import type { NextFunction, Request, Response } from 'express';
+import { isDatabaseUnavailable } from '../infra/database/database-errors.js';
 import type { GatewayMetrics } from '../infra/metrics.js';
 import {
+  DatabaseUnavailableError,
   ForbiddenError,
   GatewayError,
   InternalError,
@@ -26,6 +28,7 @@ function fromBodyParser(error: unknown): GatewayError | null {
 
 export function toGatewayError(error: unknown): GatewayError {
   if (error instanceof GatewayError) return error;
+  if (isDatabaseUnavailable(error)) return new DatabaseUnavailableError(error);
   return fromBodyParser(error) ?? new InternalError(error);
 }
 
@@ -49,8 +52,15 @@ export function problemMiddleware(metrics?: GatewayMetrics) {
     if (metrics) count(problem, req, metrics);
     const log = req.context?.log;
     const fields = { errorId: problem.id, status: problem.status, type: problem.type, err: error };
-    if (problem.status >= 500) log?.error('request failed', fields);
-    else log?.info('request refused', { errorId: problem.id, status: problem.status, type: problem.type, detail: problem.detail });
+    const refusal = { errorId: problem.id, status: problem.status, type: problem.type, detail: problem.detail };
+    // Capacity refusals are backpressure working, not faults: no stack, and no error-level flood under overload.
+    if (problem instanceof ServiceUnavailableError) log?.info('request refused', refusal);
+    else if (problem instanceof DatabaseUnavailableError) {
+      const cause = [(error as { code?: string }).code, (error as Error)?.message].filter(Boolean).join(': ');
+      log?.warn('request refused: database unavailable', { ...refusal, cause });
+    }
+    else if (problem.status >= 500) log?.error('request failed', fields);
+    else log?.info('request refused', refusal);
     if (res.headersSent) {
       next(error);
       return;

@@ -1,5 +1,18 @@
 import type { Request, Response } from 'express';
 
+export interface SseOptions {
+  /** Gauge of open streams. */
+  open?: { inc(): void; dec(): void } | undefined;
+  heartbeatMs?: number;
+  /**
+   * Bytes a client may leave unread before it is disconnected: a slow reader
+   * must not make the gateway buffer without limit.
+   */
+  maxBufferedBytes?: number;
+  /** Told when a slow reader is cut off. */
+  onOverflow?: (bufferedBytes: number) => void;
+}
+
 export interface SseMessage {
   id?: number | string;
   event: string;
@@ -16,13 +29,17 @@ export class SseStream {
   private closed = false;
   private readonly closers: (() => void)[] = [];
 
+  private readonly open: { inc(): void; dec(): void } | undefined;
+  private readonly maxBufferedBytes: number;
+
   constructor(
     req: Request,
     private readonly res: Response,
-    private readonly open?: { inc(): void; dec(): void },
-    heartbeatMs = 15_000,
+    private readonly options: SseOptions = {},
   ) {
-    open?.inc();
+    this.open = options.open;
+    this.maxBufferedBytes = options.maxBufferedBytes ?? Number.POSITIVE_INFINITY;
+    this.open?.inc();
     res.status(200);
     res.setHeader('Content-Type', 'text/event-stream; charset=utf-8');
     res.setHeader('Cache-Control', 'no-cache, no-transform');
@@ -32,7 +49,7 @@ export class SseStream {
     res.flushHeaders();
     // Tell EventSource how soon to reconnect after a drop.
     res.write('retry: 2000\n\n');
-    this.heartbeat = setInterval(() => this.res.write(': keep-alive\n\n'), heartbeatMs);
+    this.heartbeat = setInterval(() => this.write(': keep-alive\n\n'), options.heartbeatMs ?? 15_000);
     this.heartbeat.unref();
     req.once('close', () => this.finish());
     res.once('close', () => this.finish());
@@ -48,7 +65,19 @@ export class SseStream {
     let frame = '';
     if (message.id !== undefined) frame += `id: ${message.id}\n`;
     frame += `event: ${message.event}\ndata: ${JSON.stringify(message.data)}\n\n`;
+    return this.write(frame);
+  }
+
+  private write(frame: string): boolean {
+    if (this.closed) return false;
     this.res.write(frame);
+    if (this.res.writableLength > this.maxBufferedBytes) {
+      // The client reads slower than events come: cut it off rather than buffer.
+      this.options.onOverflow?.(this.res.writableLength);
+      this.res.destroy();
+      this.finish();
+      return false;
+    }
     return true;
   }
 

@@ -20,6 +20,8 @@ export interface Logger {
   child(fields: LogFields): Logger;
   /** Ship what is buffered (Seq) and release the transports. */
   close(): Promise<void>;
+  /** The Seq sink's state, when logs are shipped there. */
+  seqStatus?(): { healthy: boolean; detail: string } | null;
 }
 
 export interface LoggerOptions {
@@ -67,6 +69,11 @@ class WinstonLogger implements Logger {
 
   child(fields: LogFields): Logger {
     return new WinstonLogger(this.inner.child(fields));
+  }
+
+  seqStatus(): { healthy: boolean; detail: string } | null {
+    const seq = this.inner.transports.find((t) => t instanceof SeqTransport);
+    return seq ? seq.status() : null;
   }
 
   async close(): Promise<void> {

@@ -19,7 +19,8 @@ export const WORKER_STATES: readonly WorkerStateName[] = [
 /** What the scrape-time gauges read: the live state of workers and dependencies. */
 export interface MetricsSources {
   workers(): { id: string; state: WorkerStateName; restarts: number }[];
-  ready(): boolean;
+  /** Runs the readiness check (workers, a real database query, draining) at scrape time. */
+  ready(): Promise<boolean>;
   rateLimitStoreHealthy(): boolean;
 }
 
@@ -82,6 +83,12 @@ export class GatewayMetrics {
     help: 'Server-Sent Event streams open.',
     registers: [this.registry],
   });
+
+  readonly sseSlowReaders = new Counter({
+    name: `${PREFIX}sse_slow_reader_disconnects_total`,
+    help: 'Event streams cut off because the client left too much unread.',
+    registers: [this.registry],
+  });
   readonly sessions = new Gauge({
     name: `${PREFIX}sessions`,
     help: 'Sessions this gateway is relaying now, by state.',
@@ -121,6 +128,11 @@ export class GatewayMetrics {
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: PREFIX });
+    // Series that exist from boot, so increase() sees their first event and panels show 0, not "No data".
+    for (const reason of ['worker-capacity', 'gateway-queue', 'sse-streams', 'no-worker', 'draining']) {
+      this.backpressureRejections.inc({ reason }, 0);
+    }
+    this.sseSlowReaders.inc(0);
     const sources = () => this.sources;
     const seen = this.seenRestarts;
     new Gauge({
@@ -151,10 +163,11 @@ export class GatewayMetrics {
     });
     new Gauge({
       name: `${PREFIX}ready`,
-      help: '1 when /health/ready answers 200.',
+      help: '1 when /health/ready would answer 200 (checked at each scrape).',
       registers: [this.registry],
-      collect() {
-        this.set(sources()?.ready() ? 1 : 0);
+      async collect() {
+        const source = sources();
+        this.set(source ? ((await source.ready()) ? 1 : 0) : 0);
       },
     });
     new Gauge({

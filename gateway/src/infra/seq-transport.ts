@@ -23,6 +23,7 @@ export interface SeqTransportOptions {
 export class SeqTransport extends TransportStream {
   private readonly seq: SeqLogger;
   private readonly maxQueued: number;
+  private lastFailure: { at: number; message: string } | null = null;
 
   constructor(private readonly options: SeqTransportOptions) {
     super();
@@ -35,9 +36,18 @@ export class SeqTransport extends TransportStream {
       maxRetries: 2,
       retryDelay: 1000,
       onError: (error: unknown) => {
-        options.onError(`Seq log shipping failed: ${String((error as Error)?.message ?? error)}`);
+        const message = `Seq log shipping failed: ${String((error as Error)?.message ?? error)}`;
+        this.lastFailure = { at: Date.now(), message };
+        options.onError(message);
       },
     });
+  }
+
+  /** Healthy unless shipping failed within the last minute; for /health/detailed. */
+  status(): { healthy: boolean; detail: string } {
+    const recent = this.lastFailure !== null && Date.now() - this.lastFailure.at < 60_000;
+    const queued = `${this.queued} events queued`;
+    return recent ? { healthy: false, detail: `${this.lastFailure!.message} (${queued})` } : { healthy: true, detail: queued };
   }
 
   /** Events waiting to be shipped (seq-logging keeps them in its queue). */

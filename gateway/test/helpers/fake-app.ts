@@ -1,3 +1,4 @@
+import { mkdirSync } from 'node:fs';
 import { createApp, type GatewayApp } from '../../src/app.js';
 import { loadConfig } from '../../src/config/config.js';
 import { FakeWorker, FakeWorkerPool } from '../../src/features/workers/fake-worker-pool.js';
@@ -41,7 +42,9 @@ export async function startFakeGateway(
   const pool = new FakeWorkerPool(fakes);
   const logs = new LogCapture();
   const stores = createFakeStores();
-  const gateway = createApp(loadConfig(testEnv(env)), {
+  const config = loadConfig(testEnv(env));
+  for (const dir of [config.modelDirectory, config.outputDirectory, config.dataDirectory]) mkdirSync(dir, { recursive: true });
+  const gateway = createApp(config, {
     logger: createLogger({ level: 'debug', stream: logs }),
     workers: pool,
     version: 'test',

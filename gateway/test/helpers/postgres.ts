@@ -1,4 +1,5 @@
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFile, execFileSync, spawnSync } from 'node:child_process';
+import { promisify } from 'node:util';
 import { appendFileSync, chownSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { abandonedServerFolders } from './wait.js';
@@ -65,6 +66,10 @@ export interface RunningPostgres {
   info: PostgresServerInfo;
   /** Immediate shutdown and removal of the data folder; safe to call twice. */
   stop(): void;
+  /** Stop the server, keeping its data and port: the start of an outage. */
+  down(): Promise<void>;
+  /** Start it again on the same port: the end of an outage. */
+  up(): Promise<void>;
 }
 
 const SUPERUSER = 'postgres';
@@ -101,7 +106,18 @@ export async function startPostgres(bin: string): Promise<RunningPostgres> {
         runTool(bin, 'pg_ctl', ['start', '-D', dataDir, '-l', logFile, '-w', '-t', '30'], logFile);
         started = true;
         const info = { host: '127.0.0.1', port, user: SUPERUSER, templateDatabase: TEMPLATE_DATABASE };
-        return { info, stop };
+        // Asynchronous: the gateway under test shares this process and keeps serving meanwhile.
+        const down = async () => {
+          if (!started) return;
+          started = false;
+          await runToolAsync(bin, 'pg_ctl', ['stop', '-D', dataDir, '-m', 'fast', '-w', '-t', '30']);
+        };
+        const up = async () => {
+          if (started) return;
+          await runToolAsync(bin, 'pg_ctl', ['start', '-D', dataDir, '-l', logFile, '-w', '-t', '30']);
+          started = true;
+        };
+        return { info, stop, down, up };
       } catch (error) {
         // Another process may have taken the port between probe and start.
         if (attempt >= 3) throw error;
@@ -124,6 +140,13 @@ function runTool(bin: string, tool: string, args: string[], logFile?: string): v
     const log = logFile && existsSync(logFile) ? readFileSync(logFile, 'utf8').slice(-2000) : '';
     throw new Error(`${tool} failed (${result.status ?? result.signal}): ${result.stderr || result.stdout}\n${log}`);
   }
+}
+
+async function runToolAsync(bin: string, tool: string, args: string[]): Promise<void> {
+  const [command, fullArgs] = runsAsRoot()
+    ? ['runuser', ['-u', SUPERUSER, '--', join(bin, tool), ...args]]
+    : [join(bin, tool), args];
+  await promisify(execFile)(command, fullArgs, { encoding: 'utf8', timeout: 60_000 });
 }
 
 function stopServer(bin: string, dataDir: string): void {

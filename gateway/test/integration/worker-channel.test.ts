@@ -153,7 +153,7 @@ describe('a remote worker with a token and mutual TLS', () => {
     expect(status).toBe(200);
     const list = DeviceListSchema.parse(body);
     expect(list.partial).toBe(false);
-    expect(list.devices.map((d) => [d.id, d.workerId])).toContainEqual(['secured:cpu', worker.address]);
+    expect(list.devices.map((d) => [d.id, d.workerId])).toContainEqual(['secured:cpu', `${worker.address}/127.0.0.1`]);
   });
 
   it('cannot be reached in plaintext or without a client certificate', async () => {
@@ -171,7 +171,7 @@ describe('a remote worker with a token and mutual TLS', () => {
     const report = DetailedHealthSchema.parse(body);
     expect(report.status).toBe('unhealthy');
     expect(report.workers).toHaveLength(1);
-    expect(report.workers[0]).toMatchObject({ id: worker.address, healthy: false, state: 'unreachable' });
+    expect(report.workers[0]).toMatchObject({ id: `${worker.address}/127.0.0.1`, healthy: false, state: 'unreachable' });
     expect(report.workers[0]!.error).toMatch(/refused the gateway's credentials \(authentication failed/);
   });
 

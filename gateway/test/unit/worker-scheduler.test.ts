@@ -63,6 +63,28 @@ describe('worker scheduling', () => {
     expect((await tie.scheduler.choose({ model: 'sd' }, 'c')).deviceId).toBe('GPU-b');
   });
 
+  it('spreads a burst over equal workers although their cached views still look idle', async () => {
+    const { scheduler } = workers(
+      { id: 'a', devices: [gpu('GPU-a', 60e9)], models: [model('sd')] },
+      { id: 'b', devices: [gpu('GPU-b', 59e9)], models: [model('sd')] },
+    );
+    // Four concurrent requests: each is counted as it is placed.
+    const placed = (await Promise.all(Array.from({ length: 4 }, () => scheduler.reserve({ model: 'sd' }, 'c')))).map((p) => p.target.worker.id);
+    expect(placed.sort()).toEqual(['a', 'a', 'b', 'b']);
+  });
+
+  it('refuses at once with 503 worker-capacity when every worker has its limit of jobs in flight', async () => {
+    const fake = new FakeWorker('a');
+    fake.devices = [gpu('GPU-a', 60e9)];
+    fake.models = [model('sd')];
+    const scheduler = new WorkerScheduler(new FakeWorkerPool([fake]), 1000, 2);
+    const releases = [(await scheduler.reserve({ model: 'sd' }, 'c')).release, scheduler.track('a')];
+    await expect(scheduler.choose({ model: 'sd' }, 'c')).rejects.toMatchObject({ status: 503, reason: 'worker-capacity', headers: { 'Retry-After': '5' } });
+    releases[0]!();
+    expect((await scheduler.choose({ model: 'sd' }, 'c')).worker.id).toBe('a');
+    await expect(scheduler.choose({ model: 'sd' }, 'c', ['a'])).rejects.toMatchObject({ status: 503 });
+  });
+
   it('honours an explicit device and refuses an unknown one', async () => {
     const { scheduler } = workers(
       { id: 'a', devices: [gpu('GPU-a', 70e9)], models: [model('sd')] },

@@ -100,7 +100,7 @@ class WorkerMetrics(InferenceObserver):
             buckets=DURATION_BUCKETS,
             registry=self.registry,
         )
-        self.refused = Counter(
+        self.refused_calls = Counter(
             f"{PREFIX}_inference_refused",
             "Infer calls refused before acceptance, by status.",
             ["status"],
@@ -116,6 +116,9 @@ class WorkerMetrics(InferenceObserver):
         self.requests.labels(task.value, model, outcome).inc()
         if run_seconds is not None:
             self.duration.labels(task.value, model).observe(run_seconds)
+
+    def refused(self, status: str) -> None:
+        self.refused_calls.labels(status).inc()
 
     def waited(self, device_id: str, seconds: float) -> None:
         self.queue_wait.labels(device_id).observe(seconds)

@@ -1,5 +1,8 @@
 import { randomUUID } from 'node:crypto';
-import { NotFoundError, ValidationError } from '../../errors/gateway-error.js';
+import { NotFoundError, ServiceUnavailableError, ValidationError } from '../../errors/gateway-error.js';
+
+/** How long a batch item refused for capacity waits before it asks again. */
+const CAPACITY_RETRY_MS = 500;
 import type { Logger } from '../../infra/logger.js';
 import { isAdmin, type Principal } from '../auth/principal.js';
 import type { InferenceRequest } from '../inference/inference-schemas.js';
@@ -23,6 +26,9 @@ interface RunningBatch {
  */
 export class BatchService {
   private readonly running = new Map<string, RunningBatch>();
+  private readonly finishing = new Set<Promise<void>>();
+  /** Set on shutdown: no item starts any more. */
+  private stopping = false;
 
   constructor(
     private readonly deps: {
@@ -45,7 +51,11 @@ export class BatchService {
     const state: RunningBatch = { owner: principal.id, pending: [...items], cancelled: false, sessionIds: [] };
     this.running.set(batch.id, state);
     const lanes = Array.from({ length: Math.min(concurrency, items.length) }, () => this.lane(batch.id, state, principal, correlationId));
-    void Promise.all(lanes).then(() => this.finish(batch.id, state));
+    const finished = Promise.all(lanes)
+      .then(() => this.finish(batch.id, state))
+      .catch((error) => this.deps.logger.error('batch could not be finished', { batchId: batch.id, err: error }))
+      .finally(() => this.finishing.delete(finished));
+    this.finishing.add(finished);
     return batch;
   }
 
@@ -95,13 +105,30 @@ export class BatchService {
     if (problems.length > 0) throw new ValidationError(problems);
   }
 
+  /** Shutdown: start no further item; resolves when every batch has recorded how it ended (or after `timeoutMs`). */
+  async stop(timeoutMs: number): Promise<void> {
+    this.stopping = true;
+    await Promise.race([
+      Promise.allSettled([...this.finishing]),
+      new Promise((resolve) => setTimeout(resolve, timeoutMs).unref()),
+    ]);
+  }
+
   private async lane(batchId: string, state: RunningBatch, principal: Principal, correlationId: string): Promise<void> {
-    for (let item = state.pending.shift(); item && !state.cancelled; item = state.pending.shift()) {
+    while (!state.cancelled && !this.stopping) {
+      const item = state.pending.shift();
+      if (!item) return;
       try {
         const running = await this.deps.inference.start(item, principal, correlationId, batchId);
         state.sessionIds.push(running.session.id);
         await running.done;
       } catch (error) {
+        if (error instanceof ServiceUnavailableError && !this.stopping) {
+          // No capacity right now: an accepted item waits its turn, it is not dropped.
+          state.pending.unshift(item);
+          await new Promise((resolve) => setTimeout(resolve, CAPACITY_RETRY_MS));
+          continue;
+        }
         this.deps.logger.warn('batch item could not start', { batchId, err: error });
       }
     }
@@ -110,7 +137,8 @@ export class BatchService {
   private async finish(batchId: string, state: RunningBatch): Promise<void> {
     this.running.delete(batchId);
     const { items } = await this.deps.sessions.list({ batchId, limit: 1000, offset: 0 });
-    const status: BatchStatus = state.cancelled ? 'cancelled' : summarize(items);
+    const interrupted = this.stopping && !state.cancelled && (state.pending.length > 0 || items.some((s) => s.status === 'interrupted'));
+    const status: BatchStatus = state.cancelled ? 'cancelled' : interrupted ? 'interrupted' : summarize(items);
     await this.deps.batches.update(batchId, { status, finishedAt: new Date() });
     this.deps.logger.info('batch finished', { batchId, status, sessions: items.length });
   }

@@ -1,4 +1,7 @@
+import { statfs } from 'node:fs/promises';
 import type { WorkerInfo__Output } from '../../generated/device_ops/v1/WorkerInfo.js';
+import type { Device__Output } from '../../generated/device_ops/v1/Device.js';
+import type { ModelDescriptor__Output } from '../../generated/device_ops/v1/ModelDescriptor.js';
 import type { WorkerHandle, WorkerPool } from '../workers/worker-handle.js';
 import type { DetailedHealth, WorkerHealth } from './health-schemas.js';
 
@@ -12,7 +15,14 @@ export interface HealthServiceOptions {
   deadlineMs: number;
   version: string;
   dependencies?: DependencyCheck[];
+  /** Jobs this gateway has in flight on a worker. */
+  inFlight?: (workerId: string) => number;
+  /** Folders whose free space is reported (models, outputs, data). */
+  disks?: { name: string; path: string }[];
 }
+
+/** Below this share of free space a disk is reported unhealthy. */
+const MIN_FREE_SHARE = 0.05;
 
 /** Aggregates every worker's gRPC health and info with the gateway's own facts. */
 export class HealthService {
@@ -24,12 +34,13 @@ export class HealthService {
   ) {}
 
   async detailed(correlationId: string): Promise<DetailedHealth> {
-    const [workers, dependencies] = await Promise.all([
+    const [workers, dependencies, disks] = await Promise.all([
       Promise.all(this.pool.workers().map((w) => this.checkWorker(w, correlationId))),
       Promise.all((this.options.dependencies ?? []).map((d) => this.checkDependency(d))),
+      Promise.all((this.options.disks ?? []).map((d) => this.checkDisk(d))),
     ]);
     const serving = workers.filter((w) => w.healthy).length;
-    const allWell = serving === workers.length && dependencies.every((d) => d.healthy);
+    const allWell = serving === workers.length && dependencies.every((d) => d.healthy) && disks.every((d) => d.healthy);
     const status = serving === 0 ? 'unhealthy' : allWell ? 'healthy' : 'degraded';
     const memory = process.memoryUsage();
     return {
@@ -44,7 +55,19 @@ export class HealthService {
       },
       workers,
       dependencies,
+      disks,
     };
+  }
+
+  private async checkDisk(disk: { name: string; path: string }) {
+    try {
+      const stats = await statfs(disk.path);
+      const freeBytes = stats.bavail * stats.bsize;
+      const totalBytes = stats.blocks * stats.bsize;
+      return { ...disk, freeBytes, totalBytes, healthy: totalBytes === 0 || freeBytes / totalBytes >= MIN_FREE_SHARE };
+    } catch {
+      return { ...disk, freeBytes: null, totalBytes: null, healthy: false };
+    }
   }
 
   private async checkDependency(dependency: DependencyCheck) {
@@ -62,12 +85,21 @@ export class HealthService {
     let error: string | null = null;
     let latencyMs: number | null = null;
     let info: WorkerInfo__Output | null = null;
+    let devices: Device__Output[] | null = null;
+    let models: ModelDescriptor__Output[] = [];
     if (!client) {
       error = `worker is ${worker.snapshot().state}`;
     } else {
       const options = { correlationId, deadlineMs: this.options.deadlineMs };
       const started = performance.now();
-      const [health, workerInfo] = await Promise.allSettled([client.checkHealth(options), client.getWorkerInfo(options)]);
+      const [health, workerInfo, deviceList, modelList] = await Promise.allSettled([
+        client.checkHealth(options),
+        client.getWorkerInfo(options),
+        client.listDevices(options),
+        client.listModels(options),
+      ]);
+      if (deviceList.status === 'fulfilled') devices = deviceList.value.devices;
+      if (modelList.status === 'fulfilled') models = modelList.value.models;
       latencyMs = performance.now() - started;
       if (health.status === 'fulfilled') {
         healthy = health.value === 'SERVING';
@@ -99,6 +131,16 @@ export class HealthService {
         ? { ...snapshot.lastExit, at: snapshot.lastExit.at.toISOString() }
         : null,
       nextRestartAt: snapshot.nextRestartAt?.toISOString() ?? null,
+      inFlightJobs: this.options.inFlight?.(snapshot.id) ?? 0,
+      runningJobs: devices ? devices.reduce((sum, d) => sum + d.runningJobs, 0) : null,
+      queuedJobs: devices ? devices.reduce((sum, d) => sum + d.queuedJobs, 0) : null,
+      loadedModels: models.flatMap((m) => m.placements.map((p) => ({ model: m.name, deviceId: p.deviceId, footprintBytes: p.footprintBytes }))),
+      devices: (devices ?? []).map((d) => ({
+        id: d.id,
+        kind: d.kind === 'DEVICE_KIND_CUDA' ? ('cuda' as const) : ('cpu' as const),
+        totalBytes: d.memory?.totalBytes ?? null,
+        freeBytes: d.memory?.freeBytes ?? null,
+      })),
     };
   }
 }

@@ -3,7 +3,8 @@ import { extname, join, sep } from 'node:path';
 import { z } from 'zod';
 import { NotFoundError } from '../../errors/gateway-error.js';
 import { HANDLED, defineRoute, type RouteSpec } from '../../http/route.js';
-import { lastEventId, wantsEventStream } from '../../http/sse.js';
+import { lastEventId, wantsEventStream, type SseOptions } from '../../http/sse.js';
+import type { StreamAdmission } from '../sessions/stream-admission.js';
 import {
   SessionIdParams,
   SessionListQuery,
@@ -54,10 +55,12 @@ export function inferenceRoutes(deps: {
   sessions: SessionService;
   outputDirectory: string;
   audit: AuditService;
-  /** Gauge of open event streams. */
-  openStreams?: { inc(): void; dec(): void };
+  /** Caps on open event streams. */
+  streams: StreamAdmission;
+  /** How every event stream is written (open-stream gauge, slow-reader cut-off). */
+  sse: SseOptions;
 }): RouteSpec[] {
-  const { inference, sessions } = deps;
+  const { inference, sessions, streams } = deps;
   return [
     defineRoute({
       method: 'get',
@@ -101,15 +104,24 @@ export function inferenceRoutes(deps: {
         200: { description: 'The finished session (JSON) or its event stream (text/event-stream).', schema: SessionSchema },
         404: { description: 'Unknown model or device.' },
         409: { description: 'The model does not run this task, or the job was cancelled.' },
-        503: { description: 'No worker can take the job now; see Retry-After.' },
+        429: { description: 'Too many requests, or too many open event streams of yours.' },
+        503: { description: 'No worker can take the job now, or the gateway is at a capacity limit; see Retry-After.' },
         504: { description: 'The worker did not finish in time.' },
       },
       handler: async ({ body, context, req, res }) => {
-        const running = await inference.start(body, context.principal!, context.correlationId);
         if (wantsEventStream(req)) {
-          await streamSession(req, res, sessions, running.session, 0, true, deps.openStreams);
+          // The stream slot first: a refused stream must not leave a job running.
+          const release = streams.admit(context.principal!.id);
+          try {
+            const running = await inference.start(body, context.principal!, context.correlationId);
+            await streamSession(req, res, sessions, running.session, { ...deps.sse, after: 0, cancelOnDisconnect: true, release });
+          } catch (error) {
+            release();
+            throw error;
+          }
           return HANDLED;
         }
+        const running = await inference.start(body, context.principal!, context.correlationId);
         // The client left before the end: nobody waits for the result.
         res.once('close', () => {
           if (!res.writableFinished) sessions.abandon(running.session.id);
@@ -186,10 +198,18 @@ export function inferenceRoutes(deps: {
       responses: {
         200: { description: 'text/event-stream of session events.', contentType: 'text/event-stream' },
         404: { description: 'No such session of yours.' },
+        429: { description: 'Too many open event streams of yours.' },
+        503: { description: 'The gateway holds its limit of open event streams; see Retry-After.' },
       },
       handler: async ({ params, context, req, res }) => {
         const session = await sessions.get(params.id, context.principal!);
-        await streamSession(req, res, sessions, session, lastEventId(req), false, deps.openStreams);
+        const release = streams.admit(context.principal!.id);
+        try {
+          await streamSession(req, res, sessions, session, { ...deps.sse, after: lastEventId(req), cancelOnDisconnect: false, release });
+        } catch (error) {
+          release();
+          throw error;
+        }
         return HANDLED;
       },
     }),

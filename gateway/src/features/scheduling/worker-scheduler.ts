@@ -36,7 +36,14 @@ export class WorkerScheduler {
   constructor(
     private readonly pool: WorkerPool,
     private readonly deadlineMs: number,
+    /** Jobs this gateway keeps in flight on one worker (MAX_INFLIGHT_PER_WORKER). */
+    private readonly maxInflightPerWorker = Number.POSITIVE_INFINITY,
   ) {}
+
+  /** Jobs this gateway has in flight on a worker. */
+  inFlightOf(workerId: string): number {
+    return this.inFlight.get(workerId) ?? 0;
+  }
 
   /** Every worker, serving or not. */
   total(): number {
@@ -98,28 +105,76 @@ export class WorkerScheduler {
     throw new NotFoundError(`deviceId: no serving worker has a device '${deviceId}'.`);
   }
 
-  async choose(request: { model: string | null; deviceId?: string }, correlationId: string): Promise<Target> {
+  /** Where a request would run (dry runs, preflight): nothing is reserved. */
+  choose(request: { model: string | null; deviceId?: string }, correlationId: string, exclude: readonly string[] = []): Promise<Target> {
+    return this.select(request, correlationId, exclude);
+  }
+
+  /**
+   * Choose a worker and count the job on it in the same step, so a burst of
+   * concurrent requests spreads and the in-flight bound holds. Call
+   * `release` once the job ends.
+   */
+  async reserve(
+    request: { model: string | null; deviceId?: string },
+    correlationId: string,
+    exclude: readonly string[] = [],
+  ): Promise<{ target: Target; release: () => void }> {
+    let release: () => void = () => {};
+    const target = await this.select(request, correlationId, exclude, (workerId) => (release = this.track(workerId)));
+    return { target, release };
+  }
+
+  private async select(
+    request: { model: string | null; deviceId?: string },
+    correlationId: string,
+    exclude: readonly string[],
+    // Called synchronously with the chosen worker, before any other request can be placed.
+    claim: (workerId: string) => void = () => {},
+  ): Promise<Target> {
+    const hasRoom = (workerId: string) => this.inFlightOf(workerId) < this.maxInflightPerWorker && !exclude.includes(workerId);
+    const chosen = (target: Target): Target => {
+      claim(target.worker.id);
+      return target;
+    };
     if (request.deviceId) {
       const { view } = await this.locateDevice(request.deviceId, correlationId);
-      return { worker: view.worker, client: view.client, deviceId: request.deviceId };
+      if (!hasRoom(view.worker.id)) throw this.atCapacity();
+      return chosen({ worker: view.worker, client: view.client, deviceId: request.deviceId });
     }
-    const serving = this.serving();
-    if (serving.length === 0) throw new ServiceUnavailableError('No worker is serving; retry shortly.', 5);
+    const everyServing = this.serving().filter((s) => !exclude.includes(s.worker.id));
+    if (everyServing.length === 0) throw new ServiceUnavailableError('No worker is serving; retry shortly.', 5);
+    const serving = everyServing.filter((s) => hasRoom(s.worker.id));
+    if (serving.length === 0) throw this.atCapacity();
     if (serving.length === 1 || request.model === null) {
       // One candidate (or model-less work): the worker places it on its own devices.
       const busy = (worker: WorkerHandle) => this.inFlight.get(worker.id) ?? 0;
       const { worker, client } = serving.reduce((best, next) => (busy(next.worker) < busy(best.worker) ? next : best));
-      return { worker, client, deviceId: '' };
+      return chosen({ worker, client, deviceId: '' });
     }
-    const views = await this.collectViews(correlationId);
+    const views = (await this.collectViews(correlationId)).filter((v) => hasRoom(v.worker.id));
     if (views.length === 0) throw new ServiceUnavailableError('No worker answered in time; retry shortly.', 5);
-    return pick(views, request.model);
+    return chosen(pick(views, request.model, (workerId) => this.inFlightOf(workerId)));
+  }
+
+  private atCapacity(): ServiceUnavailableError {
+    return new ServiceUnavailableError(
+      `Every worker has ${this.maxInflightPerWorker} jobs in flight from this gateway; retry shortly.`,
+      5,
+      'worker-capacity',
+    );
   }
 }
 
-const load = (device: Device__Output) => device.runningJobs + device.queuedJobs;
+/**
+ * A device's load: what its worker last reported, or the jobs this gateway
+ * has sent the worker since, when more (views are cached for a second, and
+ * a burst of requests must not all land on the device that looked idlest).
+ */
+type Load = (view: WorkerView, device: Device__Output) => number;
 
-function pick(views: WorkerView[], model: string): Target {
+function pick(views: WorkerView[], model: string, inFlight: (workerId: string) => number): Target {
+  const load: Load = (view, device) => Math.max(device.runningJobs + device.queuedJobs, inFlight(view.worker.id));
   const resident: { view: WorkerView; device: Device__Output }[] = [];
   for (const view of views) {
     const descriptor = view.models.find((m) => m.name === model);
@@ -130,19 +185,24 @@ function pick(views: WorkerView[], model: string): Target {
   }
   const candidates =
     resident.length > 0 ? resident : views.flatMap((view) => view.devices.map((device) => ({ view, device })));
-  const best = candidates.reduce((a, b) => (better(b, a, resident.length > 0) ? b : a));
+  const best = candidates.reduce((a, b) => (better(b, a, resident.length > 0, load) ? b : a));
   return { worker: best.view.worker, client: best.view.client, deviceId: best.device.id };
 }
 
-/** Resident: shortest queue. Otherwise: CUDA before CPU, then most free memory, then shortest queue. */
-function better(a: { device: Device__Output }, b: { device: Device__Output }, resident: boolean): boolean {
+/** Free memory within this share counts as equal (CPU workers on one host report nearly the same). */
+const MEMORY_TIE_SHARE = 0.1;
+
+type Candidate = { view: WorkerView; device: Device__Output };
+
+/** Resident: shortest queue. Otherwise: CUDA before CPU, then clearly more free memory, then shortest queue. */
+function better(a: Candidate, b: Candidate, resident: boolean, load: Load): boolean {
   if (!resident) {
     const aCuda = a.device.kind === 'DEVICE_KIND_CUDA';
     const bCuda = b.device.kind === 'DEVICE_KIND_CUDA';
     if (aCuda !== bCuda) return aCuda;
     const aFree = a.device.memory?.freeBytes ?? 0;
     const bFree = b.device.memory?.freeBytes ?? 0;
-    if (aFree !== bFree) return aFree > bFree;
+    if (Math.abs(aFree - bFree) > Math.max(aFree, bFree) * MEMORY_TIE_SHARE) return aFree > bFree;
   }
-  return load(a.device) < load(b.device);
+  return load(a.view, a.device) < load(b.view, b.device);
 }

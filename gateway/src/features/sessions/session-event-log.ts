@@ -14,6 +14,10 @@ interface ActiveLog {
 const FLUSH_INTERVAL_MS = 50;
 /** Write sooner when this many events wait. */
 const FLUSH_AT = 1000;
+/** Events kept for a database that is down; beyond it the oldest are dropped (and logged). */
+const MAX_PENDING = 100_000;
+/** How soon a failed write is tried again. */
+const RETRY_MS = 1000;
 
 /**
  * Events of running sessions: kept in memory and delivered to listeners the
@@ -27,6 +31,9 @@ export class SessionEventLog {
   private pending: SessionEvent[] = [];
   private timer: NodeJS.Timeout | null = null;
   private writing: Promise<void> = Promise.resolve();
+  /** The write waiting behind the current one, which late callers join. */
+  private queued: Promise<void> | null = null;
+  private failing = false;
 
   constructor(
     private readonly store: SessionEventStore,
@@ -90,20 +97,39 @@ export class SessionEventLog {
     return this.active.get(sessionId)?.listeners.size ?? 0;
   }
 
-  /** Write everything pending; writes are serialised, so events land in order. */
+  /**
+   * Write everything pending; writes are serialised, so events land in order.
+   * Group commit: callers arriving while a write is in progress join the one
+   * write queued behind it, so a thousand sessions ending at once cost two
+   * writes, not a thousand.
+   */
   flush(): Promise<void> {
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
-    this.writing = this.writing.then(async () => {
+    if (this.queued) return this.queued;
+    this.queued = this.writing.then(async () => {
+      this.queued = null; // from here on, new events wait for the next write
       const batch = this.pending;
       if (batch.length === 0) return;
       this.pending = [];
       try {
         await this.store.appendMany(batch);
+        if (this.failing) this.logger.info('session events stored again', { count: batch.length });
+        this.failing = false;
       } catch (error) {
-        this.logger.error('could not store session events', { count: batch.length, err: error });
+        // Database away: keep the events (bounded) and try again, in order.
+        const kept = batch.concat(this.pending);
+        const dropped = Math.max(0, kept.length - MAX_PENDING);
+        this.pending = kept.slice(dropped);
+        if (!this.failing || dropped > 0) {
+          this.logger.error('could not store session events; will retry', { pending: this.pending.length, dropped, err: error });
+        }
+        this.failing = true;
+        this.timer ??= setTimeout(() => void this.flush(), RETRY_MS);
+        this.timer.unref();
       }
     });
-    return this.writing;
+    this.writing = this.queued;
+    return this.queued;
   }
 }

@@ -1,7 +1,7 @@
 import type { Request, Response } from 'express';
 import { GatewayError } from '../../errors/gateway-error.js';
 import { GRPC_TO_HTTP } from '../../errors/worker-call-error.js';
-import { SseStream } from '../../http/sse.js';
+import { SseStream, type SseOptions } from '../../http/sse.js';
 import type { SessionService } from './session-service.js';
 import type { Session, SessionEvent } from './session-types.js';
 
@@ -14,16 +14,25 @@ const TERMINAL_EVENTS = new Set(['result', 'error', 'cancelled']);
  * With `cancelOnDisconnect`, a client that leaves before the end cancels the
  * job (it was the only consumer).
  */
+export interface StreamSessionOptions extends SseOptions {
+  /** Events after this sequence number. */
+  after: number;
+  /** The client is the job's only consumer: leaving cancels it. */
+  cancelOnDisconnect: boolean;
+  /** Called once when the stream ends (frees its admission slot). */
+  release?: () => void;
+}
+
 export async function streamSession(
   req: Request,
   res: Response,
   sessions: SessionService,
   session: Session,
-  after: number,
-  cancelOnDisconnect: boolean,
-  openStreams?: { inc(): void; dec(): void },
+  options: StreamSessionOptions,
 ): Promise<void> {
-  const sse = new SseStream(req, res, openStreams);
+  const { after, cancelOnDisconnect } = options;
+  const sse = new SseStream(req, res, options);
+  if (options.release) sse.onClose(options.release);
   let ended = false;
   const send = (event: Pick<SessionEvent, 'type' | 'data'> & { sequence?: number }) => {
     if (ended) return;

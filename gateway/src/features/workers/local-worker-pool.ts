@@ -65,6 +65,8 @@ export class LocalWorkerPool implements WorkerPool {
           startTimeoutMs: config.workerStartTimeoutMs,
           backoffInitialMs: config.workerRestartBackoffMs,
           backoffMaxMs: config.workerRestartBackoffMaxMs,
+          crashLoopFailures: config.workerCrashLoopFailures,
+          crashLoopWindowMs: config.workerCrashLoopWindowSeconds * 1000,
           shutdownGraceSeconds: config.shutdownGraceSeconds,
           healthDeadlineMs: config.healthCheckDeadlineMs,
           logger,

@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import type { Readable } from 'node:stream';
 import type { Logger, LogLevel } from '../../infra/logger.js';
@@ -16,6 +17,9 @@ export interface LocalWorkerOptions {
   startTimeoutMs: number;
   backoffInitialMs: number;
   backoffMaxMs: number;
+  /** This many exits within crashLoopWindowMs put the worker in crash-loop (retried at backoffMaxMs). */
+  crashLoopFailures: number;
+  crashLoopWindowMs: number;
   shutdownGraceSeconds: number;
   healthDeadlineMs: number;
   logger: Logger;
@@ -24,6 +28,19 @@ export interface LocalWorkerOptions {
 
 /** A worker that stayed up this long is healthy again: its backoff resets. */
 const STABLE_AFTER_MS = 30_000;
+/** The worker's exit status after a CUDA failure (python-workers server.py EXIT_DEVICE_FAILURE). */
+const DEVICE_FAILURE_EXIT = 70;
+
+/** OOM kills in this cgroup so far (cgroup v2 memory.events), or null where unavailable. */
+function oomKillCount(): number | null {
+  try {
+    const events = readFileSync('/sys/fs/cgroup/memory.events', 'utf8');
+    const line = events.split('\n').find((l) => l.startsWith('oom_kill '));
+    return line ? Number(line.split(' ')[1]) : null;
+  } catch {
+    return null;
+  }
+}
 const WORKER_LEVELS = new Set<LogLevel>(['error', 'warn', 'info', 'debug']);
 
 /**
@@ -44,6 +61,11 @@ export class LocalWorker implements WorkerHandle {
   private restartTimer: NodeJS.Timeout | null = null;
   private restarts = 0;
   private consecutiveFailures = 0;
+  /** When recent unexpected exits happened, for crash-loop detection. */
+  private recentExits: number[] = [];
+  /** The gateway itself killed the process (start timeout, bad handshake): not a crash cause to blame elsewhere. */
+  private killedByUs = false;
+  private oomKillsAtStart: number | null = null;
   private stopping = false;
   private lastStderrLine: string | null = null;
   private readonly log: Logger;
@@ -76,8 +98,9 @@ export class LocalWorker implements WorkerHandle {
   }
 
   observeHealth(serving: boolean | 'unreachable'): void {
-    if (this.state === 'serving' || this.state === 'not-serving') {
-      this.state = serving === true ? 'serving' : 'not-serving';
+    // Only a running process can be serving, not serving or unreachable.
+    if (this.state === 'serving' || this.state === 'not-serving' || this.state === 'unreachable') {
+      this.state = serving === 'unreachable' ? 'unreachable' : serving ? 'serving' : 'not-serving';
     }
   }
 
@@ -89,6 +112,7 @@ export class LocalWorker implements WorkerHandle {
 
   async stop(): Promise<void> {
     this.stopping = true;
+    if (this.child) this.state = 'draining';
     if (this.restartTimer) clearTimeout(this.restartTimer);
     this.restartTimer = null;
     this.nextRestartAt = null;
@@ -109,9 +133,12 @@ export class LocalWorker implements WorkerHandle {
 
   private launch(): Promise<void> {
     const { python, id, env, logLevel, startTimeoutMs } = this.options;
-    this.state = 'starting';
+    // A crash-looping worker stays shown as such while it is tried again, until it serves.
+    if (this.state !== 'crash-loop') this.state = 'starting';
     this.nextRestartAt = null;
     this.lastStderrLine = null;
+    this.killedByUs = false;
+    this.oomKillsAtStart = oomKillCount();
     const args = ['-m', 'device_ops_worker', '--host', '127.0.0.1', '--port', '0', '--worker-id', id];
     args.push('--ready-fd', '3', '--log-level', logLevel, '--parent-pid', String(process.pid));
     args.push('--shutdown-grace-seconds', String(this.options.shutdownGraceSeconds), '--metrics-port', '0');
@@ -134,8 +161,9 @@ export class LocalWorker implements WorkerHandle {
         }
       };
       const startTimer = setTimeout(() => {
-        if (this.state === 'starting' && this.child === child) {
+        if ((this.state === 'starting' || this.state === 'crash-loop') && this.child === child) {
           this.log.error('worker did not become ready in time; killing it', { timeoutMs: startTimeoutMs });
+          this.killedByUs = true;
           child.kill('SIGKILL');
         }
       }, startTimeoutMs);
@@ -165,6 +193,7 @@ export class LocalWorker implements WorkerHandle {
       this.metricsPort = Number.isInteger(announced.metricsPort) ? Number(announced.metricsPort) : null;
     } catch (error) {
       this.log.error('worker announced an unreadable ready message; killing it', { err: error });
+      this.killedByUs = true;
       child.kill('SIGKILL');
       return;
     }
@@ -189,21 +218,28 @@ export class LocalWorker implements WorkerHandle {
     this.address = null;
     this.metricsPort = null;
     this.child = null;
-    this.lastExit = { code, signal, at: new Date(), lastError: this.lastStderrLine };
+    const cause = this.stopping ? 'stopped by the gateway' : this.exitCause(code, signal);
+    this.lastExit = { code, signal, at: new Date(), cause, lastError: this.lastStderrLine };
     if (this.stopping) {
       this.state = 'stopped';
       this.log.info('worker stopped', { code, signal });
       return;
     }
-    const ranForMs = Date.now() - (this.startedAt?.getTime() ?? Date.now());
+    const now = Date.now();
+    const ranForMs = now - (this.startedAt?.getTime() ?? now);
     this.consecutiveFailures = ranForMs >= STABLE_AFTER_MS ? 1 : this.consecutiveFailures + 1;
-    const delayMs = this.backoffMs();
-    this.state = 'restarting';
-    this.nextRestartAt = new Date(Date.now() + delayMs);
-    this.log.error('worker exited; restarting it', {
+    this.recentExits = [...this.recentExits.filter((at) => now - at < this.options.crashLoopWindowMs), now];
+    const crashLooping = this.recentExits.length >= this.options.crashLoopFailures;
+    // In a crash loop: retried slowly, not spun.
+    const delayMs = crashLooping ? this.options.backoffMaxMs : this.backoffMs();
+    this.state = crashLooping ? 'crash-loop' : 'restarting';
+    this.nextRestartAt = new Date(now + delayMs);
+    this.log.error(crashLooping ? 'worker is crash-looping; retrying slowly' : 'worker exited; restarting it', {
       code,
       signal,
+      cause,
       ranForMs,
+      exitsInWindow: this.recentExits.length,
       restartInMs: delayMs,
       lastError: this.lastStderrLine,
     });
@@ -212,6 +248,17 @@ export class LocalWorker implements WorkerHandle {
       this.restarts += 1;
       void this.launch();
     }, delayMs);
+  }
+
+  private exitCause(code: number | null, signal: NodeJS.Signals | null): string {
+    if (code === DEVICE_FAILURE_EXIT) return 'device failure reported by the worker (CUDA error; exit 70)';
+    if (signal === 'SIGKILL' && !this.killedByUs) {
+      const kills = oomKillCount();
+      if (kills !== null && this.oomKillsAtStart !== null && kills > this.oomKillsAtStart) return 'killed by the out-of-memory killer';
+      return 'killed by SIGKILL (not by the gateway; the out-of-memory killer is a common cause)';
+    }
+    if (signal) return `killed by ${signal}${this.killedByUs ? ' (by the gateway: it did not become ready in time)' : ''}`;
+    return `exit code ${code}`;
   }
 
   /** initial × 2^(failures−1), capped, with ±20 % jitter so workers do not restart in step. */

@@ -4,15 +4,27 @@ import type { WorkerApi } from '../../infra/grpc/worker-client.js';
  * What the gateway knows about a worker without asking it.
  * starting — launched, not yet SERVING; serving — answered SERVING;
  * not-serving — reachable but not SERVING; restarting — exited, waiting for
- * its backoff; unreachable — a remote worker that did not answer;
- * stopped — stopped by the gateway.
+ * its backoff; crash-loop — exited again and again in a short window,
+ * retried slowly; unreachable — did not answer its health check in time;
+ * draining — finishing its work before it stops; stopped — stopped by the
+ * gateway.
  */
-export type WorkerState = 'starting' | 'serving' | 'not-serving' | 'restarting' | 'unreachable' | 'stopped';
+export type WorkerState =
+  | 'starting'
+  | 'serving'
+  | 'not-serving'
+  | 'restarting'
+  | 'crash-loop'
+  | 'unreachable'
+  | 'draining'
+  | 'stopped';
 
 export interface WorkerExit {
   code: number | null;
   signal: string | null;
   at: Date;
+  /** Why, in words: "exit code 1", "killed by the out-of-memory killer", "device failure reported by the worker"… */
+  cause: string;
   /** Last line the worker wrote to stderr before exiting, if any. */
   lastError: string | null;
 }
@@ -38,7 +50,7 @@ export interface WorkerHandle {
   /** The worker's client; null while there is nothing to call (restarting). */
   readonly client: WorkerApi | null;
   snapshot(): WorkerSnapshot;
-  /** Record what a live health check found (remote workers track state this way). */
+  /** Record what a live health check or a failed call found. */
   observeHealth(serving: boolean | 'unreachable'): void;
 }
 

@@ -87,7 +87,7 @@ export class WorkerClient implements WorkerApi {
   ) {
     const { credentials, token } = security;
     this.#authorization = token === undefined ? undefined : `Bearer ${token}`;
-    this.worker = new protos.device_ops.v1.WorkerService(address, credentials, WORKER_CHANNEL_OPTIONS);
+    this.worker = new protos.device_ops.v1.WorkerService(address, credentials, { ...WORKER_CHANNEL_OPTIONS, ...security.channelOptions });
     this.health = new protos.grpc.health.v1.Health(address, credentials, {
       channelOverride: this.worker.getChannel(),
     });

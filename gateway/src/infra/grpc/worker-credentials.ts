@@ -13,6 +13,8 @@ export interface WorkerChannelSecurity {
   credentials: grpc.ChannelCredentials;
   /** Sent as `authorization: Bearer <token>` on every call; never logged. */
   token: string | undefined;
+  /** Extra channel options, e.g. the host name to verify when connecting to a resolved address. */
+  channelOptions?: grpc.ChannelOptions;
 }
 
 export const PLAINTEXT_CHANNEL: WorkerChannelSecurity = Object.freeze({

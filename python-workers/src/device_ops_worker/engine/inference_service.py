@@ -81,6 +81,8 @@ class InferenceObserver:
 
     def finished(self, task: Task, model: str, outcome: str, run_seconds: float | None) -> None: ...
 
+    def refused(self, status: str) -> None: ...
+
 
 def is_fatal_device_error(error: BaseException) -> bool:
     """A CUDA error (not out-of-memory) after which the device cannot be trusted."""
@@ -126,20 +128,25 @@ class InferenceService:
     async def infer(self, request: InferenceRequest) -> AsyncIterator[StampedEvent]:
         """Run one job, yielding its events until the terminal one. If the
         consumer stops early (client gone), the job is cancelled."""
-        outputs.check_job_id(request.job_id)
-        task = check_input_matches_task(request)
-        if self._jobs.get(request.job_id) is not None:
-            raise FailedPreconditionError(f"job_id: a job named '{request.job_id}' is already running on this worker")
-        job = Job(request.job_id, task, request.model, asyncio.get_running_loop())
-        plan = await self._plan(request, task, job)
-        item = self._work_item(plan)
-        self._jobs.add(job)
-        if plan.entry is not None:
-            self._manager.pin(plan.entry.name, plan.device.id)
         try:
-            position = plan.device.queue.submit(item)
-        except WorkerError:
-            self._release(plan)
+            outputs.check_job_id(request.job_id)
+            task = check_input_matches_task(request)
+            if self._jobs.get(request.job_id) is not None:
+                raise FailedPreconditionError(f"job_id: a job named '{request.job_id}' is already running on this worker")
+            job = Job(request.job_id, task, request.model, asyncio.get_running_loop())
+            plan = await self._plan(request, task, job)
+            item = self._work_item(plan)
+            self._jobs.add(job)
+            if plan.entry is not None:
+                self._manager.pin(plan.entry.name, plan.device.id)
+            try:
+                position = plan.device.queue.submit(item)
+            except WorkerError:
+                self._release(plan)
+                raise
+        except WorkerError as error:
+            # Refused before acceptance: bad input, unknown model, full queue.
+            self._observer.refused(error.status.value)
             raise
         self._queued[job.id] = (plan.device, item)
         job.emit(Accepted(job.id))
