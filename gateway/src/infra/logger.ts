@@ -34,11 +34,19 @@ export interface LoggerOptions {
   seq?: { serverUrl: string; apiKey?: string | undefined; maxQueued?: number; onDropped: (count: number) => void };
 }
 
+/** Longest error message logged whole; a longer one (a failed query of a thousand rows) keeps its head and its cause at the end. */
+const MAX_ERROR_MESSAGE = 2000;
+
+function boundedMessage(message: string): string {
+  if (message.length <= MAX_ERROR_MESSAGE) return message;
+  return `${message.slice(0, 1000)} …[${message.length - 1500} characters]… ${message.slice(-500)}`;
+}
+
 // Errors become plain objects: winston's JSON format drops Error properties.
 const serializeErrors = winston.format((info) => {
   for (const [key, value] of Object.entries(info)) {
     if (value instanceof Error) {
-      info[key] = { name: value.name, message: value.message, stack: value.stack, code: (value as { code?: unknown }).code };
+      info[key] = { name: value.name, message: boundedMessage(value.message), stack: value.stack && boundedMessage(value.stack), code: (value as { code?: unknown }).code };
     }
   }
   return info;

@@ -193,7 +193,7 @@ describe.skipIf(!nginx)('NGINX in front of the gateway', () => {
     const created = await post('/api/inference/sessions', {
       task: 'text-to-image',
       model: 'tiny-sd',
-      parameters: { prompt: 'a lighthouse', steps: 8, width: 64, height: 64, seed: 3 },
+      parameters: { prompt: 'a lighthouse', steps: 24, width: 64, height: 64, seed: 3 },
     });
     expect(created.status).toBe(202);
     const { id } = JSON.parse(created.body) as { id: string };

@@ -1,8 +1,7 @@
 import { execFile, execFileSync, spawnSync } from 'node:child_process';
 import { promisify } from 'node:util';
 import { appendFileSync, chownSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
-import { abandonedServerFolders } from './wait.js';
+import { abandonedServerFolders, freePort } from './servers.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import knexFactory, { type Knex } from 'knex';
@@ -185,18 +184,6 @@ const serverSettings = (socketDir: string, port: number) =>
     'max_connections = 200',
     '',
   ].join('\n');
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 /** A postgres:// URL for one database of the test server (trust auth: no password). */
 export function postgresUrl(info: PostgresServerInfo, database: string): string {

@@ -1,8 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { accessSync, constants, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
-import { abandonedServerFolders } from './wait.js';
+import { freePort, killAbandonedServers } from './servers.js';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { createClient } from 'redis';
@@ -65,7 +64,7 @@ const OWNER_FILE = 'owner.pid';
 const SERVER_FILE = 'server.pid';
 
 export async function startRedis(binary: string): Promise<RunningRedis> {
-  stopAbandonedServers();
+  killAbandonedServers(ROOT_PREFIX, OWNER_FILE, SERVER_FILE, 'redis-server');
   const dir = mkdtempSync(join(tmpdir(), ROOT_PREFIX));
   writeFileSync(join(dir, OWNER_FILE), String(process.pid));
   let child: ChildProcess | null = null;
@@ -148,38 +147,6 @@ export async function startRedis(binary: string): Promise<RunningRedis> {
   };
 }
 
-/**
- * Servers of test processes that were killed outright (a timed-out worker,
- * SIGKILL) had no teardown: stop them once their owner is gone.
- */
-function stopAbandonedServers(): void {
-  for (const dir of abandonedServerFolders(ROOT_PREFIX, OWNER_FILE)) {
-    let server = 0;
-    try {
-      server = Number(readFileSync(join(dir, SERVER_FILE), 'utf8'));
-    } catch {
-      // no server was started
-    }
-    // Only a redis-server: the pid may have been reused since.
-    if (Number.isInteger(server) && server > 0 && commandLine(server).includes('redis-server')) {
-      try {
-        process.kill(server, 'SIGKILL');
-      } catch {
-        // gone meanwhile
-      }
-    }
-    rmSync(dir, { recursive: true, force: true });
-  }
-}
-
-function commandLine(pid: number): string {
-  try {
-    return readFileSync(`/proc/${pid}/cmdline`, 'utf8');
-  } catch {
-    return '';
-  }
-}
-
 /** Poll with PING until the server answers, or fail once it exits or 10 s pass. */
 async function waitForPing(port: number, server: ChildProcess): Promise<void> {
   const deadline = Date.now() + 10_000;
@@ -201,15 +168,3 @@ async function waitForPing(port: number, server: ChildProcess): Promise<void> {
   throw new Error(`no PONG within 10 s${last ? `: ${String(last)}` : ''}`);
 }
 
-/** A loopback port nothing listens on (at the time of the call). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
-}

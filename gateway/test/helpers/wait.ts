@@ -30,23 +30,3 @@ export function processExists(pid: number): boolean {
     return (error as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
-
-/**
- * Folders of throwaway servers (named `<prefix>…` in the temp dir, with the
- * owning test process's pid in `ownerFile`) whose owner is gone: runs killed
- * outright had no teardown, so the caller stops their server and deletes them.
- */
-export function abandonedServerFolders(prefix: string, ownerFile: string): string[] {
-  const folders: string[] = [];
-  for (const name of readdirSync(tmpdir()).filter((entry) => entry.startsWith(prefix))) {
-    const folder = join(tmpdir(), name);
-    let owner: number;
-    try {
-      owner = Number(readFileSync(join(folder, ownerFile), 'utf8'));
-    } catch {
-      continue; // not ours, or still being created
-    }
-    if (Number.isInteger(owner) && owner > 0 && !processExists(owner)) folders.push(folder);
-  }
-  return folders;
-}

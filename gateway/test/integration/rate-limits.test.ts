@@ -12,7 +12,8 @@ import { createLogger } from '../../src/infra/logger.js';
 import { testEnv } from '../helpers/env.js';
 import { listen, type Listening } from '../helpers/http.js';
 import { LogCapture } from '../helpers/log-capture.js';
-import { freePort, redisServerForTests, startRedis, type RunningRedis } from '../helpers/redis.js';
+import { redisServerForTests, startRedis, type RunningRedis } from '../helpers/redis.js';
+import { freePort } from '../helpers/servers.js';
 import { waitFor } from '../helpers/wait.js';
 
 /**

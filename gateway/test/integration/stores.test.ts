@@ -335,6 +335,18 @@ describe.each([databaseBackend('postgres'), databaseBackend('sqlite'), fakeBacke
       expect((await stores.events.listAfter(session.id, 0)).map((item) => item.sequence)).toEqual([1, 2, 3]);
     });
 
+    it('appends a thousand sessions\' events in one write (beyond SQLite\'s 500-term insert), all or none', async () => {
+      const sessions = await Promise.all(Array.from({ length: 4 }, () => newSession('alice')));
+      const many = sessions.flatMap((s) => Array.from({ length: 300 }, (_, i) => event(s.id, i + 1)));
+      await stores.events.appendMany(many);
+      for (const s of sessions) expect((await stores.events.listAfter(s.id, 0)).map((item) => item.sequence)).toEqual(Array.from({ length: 300 }, (_, i) => i + 1));
+      // A duplicate in the last chunk undoes the chunks written before it.
+      const fresh = await newSession('alice');
+      const poisoned = [...Array.from({ length: 450 }, (_, i) => event(fresh.id, i + 1)), event(sessions[0]!.id, 1)];
+      await expect(stores.events.appendMany(poisoned)).rejects.toThrow();
+      expect(await stores.events.listAfter(fresh.id, 0)).toEqual([]);
+    });
+
     it('refuses an event of an unknown session', async () => {
       await expect(stores.events.append(event(unique('missing'), 1))).rejects.toThrow();
     });
@@ -546,5 +558,26 @@ describe('SQLite specifics', () => {
     expect(await pragma('journal_mode')).toEqual({ journal_mode: 'wal' });
     expect(await pragma('foreign_keys')).toEqual({ foreign_keys: 1 });
     expect(await pragma('busy_timeout')).toEqual({ timeout: 5000 });
+  });
+});
+
+describe.each([databaseBackend('postgres'), databaseBackend('sqlite')])('database errors ($name)', (backend) => {
+  it.skipIf(!backend.available)("name no value in a refused write's error: prompts stay out of the logs", async () => {
+    const { stores, close } = await backend.open();
+    try {
+      const create = (owner: string, id: string, prompt: string) =>
+        stores.sessions.create({ id, owner, task: 'text-to-image', model: 'tiny-sd', parameters: { prompt }, batchId: null });
+      const session = await create('alice', unique('session'), 'first');
+      const secret = 'a private prompt 7f3a9c';
+      const error = await create('bob', session.id, secret).then(
+        () => new Error('the duplicate was accepted'),
+        (e: unknown) => e as Error,
+      );
+      expect(error.message).not.toBe('the duplicate was accepted');
+      expect(error.message).not.toContain(secret);
+      expect(error.message).not.toContain(session.id);
+    } finally {
+      await close();
+    }
   });
 });

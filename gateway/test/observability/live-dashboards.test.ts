@@ -3,20 +3,21 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { startRealGateway, type RealGateway } from '../helpers/real-gateway.js';
-import { freePort } from '../helpers/redis.js';
+import { freePort } from '../helpers/servers.js';
 import { waitFor } from '../helpers/wait.js';
 import { panelQueries, toPromQL, variableQueries, type PanelQuery } from './helpers/dashboards.js';
 import { readMetricContract } from './helpers/metric-contract.js';
 import { alertNames, recordedNames, ruleFiles } from './helpers/observability-files.js';
+import { startNodeExporter, type RunningNodeExporter } from './helpers/node-exporter.js';
 import { startPrometheus, type RunningPrometheus } from './helpers/prometheus-server.js';
 import { prometheusToolForTests } from './helpers/prometheus-tools.js';
 import { generateTraffic, TRAFFIC_GATEWAY_ENV, type TrafficReport } from './helpers/traffic.js';
 
 /**
  * The dashboards against live metrics: a real Prometheus, with the project's
- * rule files, scrapes a real gateway and its local worker (through the
+ * rule files, scrapes a real gateway, its local worker (through the
  * gateway's /metrics/workers/{id}, as one scrape configuration finds them)
- * after traffic of every kind the dashboards draw. Every panel query must
+ * and Debian's node exporter (host memory) after traffic of every kind the dashboards draw. Every panel query must
  * parse and return data, as Grafana would send it.
  */
 
@@ -35,10 +36,6 @@ const EMPTY_HERE: { key: string; reason: string; when?: (run: RunFacts) => boole
     'device-ops-workers-gpus / GPU temperature (°C) / A',
     'device-ops-workers-gpus / GPU power draw (W) / A',
   ].map((key) => ({ key, reason: 'NVML and CUDA gauges: the worker has no GPU here', when: (run: RunFacts) => !run.workerHasGpu })),
-  {
-    key: 'device-ops-rollback-triggers / Memory: host memory in use (%) — trigger: > 90% for 1 min / A',
-    reason: 'host memory comes from node-exporter, which the compose stack runs and this test does not',
-  },
 ];
 
 interface RunFacts {
@@ -46,11 +43,13 @@ interface RunFacts {
 }
 
 const prometheusBinary = prometheusToolForTests('prometheus', 'dashboard queries against a live Prometheus');
+const nodeExporterBinary = prometheusBinary && prometheusToolForTests('prometheus-node-exporter', 'dashboard queries against a live Prometheus');
 const WORKER = 'worker-0';
 
-describe.skipIf(!prometheusBinary)('dashboards on a live Prometheus scraping a real gateway', () => {
+describe.skipIf(!prometheusBinary || !nodeExporterBinary)('dashboards on a live Prometheus scraping a real gateway', () => {
   let real: RealGateway;
   let prometheus: RunningPrometheus;
+  let nodeExporter: RunningNodeExporter;
   let traffic: TrafficReport;
   let gatewayExposition = '';
   let workerExposition = '';
@@ -68,11 +67,13 @@ describe.skipIf(!prometheusBinary)('dashboards on a live Prometheus scraping a r
       ...TRAFFIC_GATEWAY_ENV,
     });
     const target = new URL(real.url).host;
+    nodeExporter = await startNodeExporter(nodeExporterBinary!);
     prometheus = await startPrometheus(prometheusBinary!, {
       // The job names prometheus/prometheus.yml gives them: the rules select on them.
       jobs: [
         { job: 'gateway', target, metricsPath: '/metrics' },
         { job: 'worker', target, metricsPath: `/metrics/workers/${WORKER}` },
+        { job: 'node', target: nodeExporter.target, metricsPath: '/metrics' },
       ],
       ruleFiles: ruleFiles(),
     });
@@ -97,6 +98,7 @@ describe.skipIf(!prometheusBinary)('dashboards on a live Prometheus scraping a r
 
   afterAll(async () => {
     await prometheus?.stop();
+    await nodeExporter?.stop();
     await real?.gateway.close();
   });
 
@@ -124,12 +126,13 @@ describe.skipIf(!prometheusBinary)('dashboards on a live Prometheus scraping a r
     expect(missing).toEqual([]);
   });
 
-  it('scrapes both targets and evaluates every rule without error', async () => {
+  it('scrapes every target and evaluates every rule without error', async () => {
     const targets = await prometheus.api<{ activeTargets: { labels: { job: string }; health: string; lastError: string }[] }>('targets');
     expect(targets.data!.activeTargets.map((t) => [t.labels.job, t.health, t.lastError])).toEqual(
       expect.arrayContaining([
         ['gateway', 'up', ''],
         ['worker', 'up', ''],
+        ['node', 'up', ''],
       ]),
     );
     const rules = await prometheus.api<{ groups: { rules: { name: string; health: string; lastError?: string }[] }[] }>('rules');

@@ -1,3 +1,4 @@
+import { isDatabaseUnavailable } from '../../infra/database/database-errors.js';
 import type { Logger } from '../../infra/logger.js';
 import type { SessionEventStore } from './session-store-type.js';
 import type { SessionEvent } from './session-types.js';
@@ -117,6 +118,13 @@ export class SessionEventLog {
         if (this.failing) this.logger.info('session events stored again', { count: batch.length });
         this.failing = false;
       } catch (error) {
+        if (!isDatabaseUnavailable(error)) {
+          // Refused, not unavailable: retrying the same write would fail for
+          // ever. Store each session's events on their own, so one session's
+          // bad event costs that session's events only.
+          await this.storeSeparately(batch, error);
+          return;
+        }
         // Database away: keep the events (bounded) and try again, in order.
         const kept = batch.concat(this.pending);
         const dropped = Math.max(0, kept.length - MAX_PENDING);
@@ -131,5 +139,34 @@ export class SessionEventLog {
     });
     this.writing = this.queued;
     return this.queued;
+  }
+
+  private async storeSeparately(batch: SessionEvent[], cause: unknown): Promise<void> {
+    const bySession = new Map<string, SessionEvent[]>();
+    for (const event of batch) {
+      const events = bySession.get(event.sessionId);
+      if (events) events.push(event);
+      else bySession.set(event.sessionId, [event]);
+    }
+    const groups = [...bySession.values()];
+    const lost: string[] = [];
+    for (const [index, events] of groups.entries()) {
+      try {
+        await this.store.appendMany(events);
+      } catch (error) {
+        if (isDatabaseUnavailable(error)) {
+          // Went away meanwhile: what is left goes back to the retry path, in order.
+          this.pending = groups.slice(index).flat().concat(this.pending);
+          this.failing = true;
+          this.timer ??= setTimeout(() => void this.flush(), RETRY_MS);
+          this.timer.unref();
+          break;
+        }
+        lost.push(events[0]!.sessionId);
+      }
+    }
+    if (lost.length > 0) {
+      this.logger.error('session events refused by the database and dropped', { sessions: lost.length, sessionIds: lost.slice(0, 10), err: cause });
+    }
   }
 }

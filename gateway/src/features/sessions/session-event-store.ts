@@ -5,6 +5,12 @@ import type { SessionEvent } from './session-types.js';
 
 const TABLE = 'session_events';
 
+/**
+ * Rows per INSERT: SQLite allows 500 terms in the compound SELECT that knex
+ * builds for a multi-row insert, PostgreSQL 65,535 parameters (5 per row).
+ */
+const ROWS_PER_INSERT = 200;
+
 const COLUMNS = ['session_id', 'sequence', 'type', 'data', 'created_at'] as const;
 
 interface SessionEventRow {
@@ -46,7 +52,16 @@ export class SessionEventDbStore implements SessionEventStore {
 
   async appendMany(events: readonly SessionEvent[]): Promise<void> {
     if (events.length === 0) return;
-    await this.db(TABLE).insert(events.map(toRow));
+    if (events.length <= ROWS_PER_INSERT) {
+      await this.db(TABLE).insert(events.map(toRow));
+      return;
+    }
+    // All or nothing, so a retry after a failure never writes an event twice.
+    await this.db.transaction(async (trx) => {
+      for (let i = 0; i < events.length; i += ROWS_PER_INSERT) {
+        await trx(TABLE).insert(events.slice(i, i + ROWS_PER_INSERT).map(toRow));
+      }
+    });
   }
 
   async listAfter(sessionId: string, afterSequence: number): Promise<SessionEvent[]> {

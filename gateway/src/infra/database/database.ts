@@ -76,6 +76,8 @@ function openPostgres(databaseUrl: string, connectTimeoutMs: number, logger: Log
     },
     pool: { min: 0, max: 10 },
     acquireConnectionTimeout: connectTimeoutMs,
+    // A failed query's error names the SQL with placeholders, never the values (prompts, results).
+    compileSqlOnError: false,
     log: knexLog(logger),
   });
   return new KnexDatabase(knex, 'postgres', logger);
@@ -105,6 +107,7 @@ function openSqlite(filename: string, logger: Logger): Database {
     client: 'better-sqlite3',
     connection: { filename },
     useNullAsDefault: true,
+    compileSqlOnError: false,
     pool: {
       // Pragmas are per connection, so they are set on each one the pool opens.
       afterCreate: (connection: SqliteConnection, done: (error: Error | null, connection: SqliteConnection) => void) => {

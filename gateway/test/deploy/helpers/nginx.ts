@@ -1,11 +1,12 @@
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { connect, createServer } from 'node:net';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { asMapping, loadCompose, servicesOf } from './compose.js';
 import { COMPOSE_FILE, DEPLOYMENT_SECRETS } from './deployment.js';
+import { freePort } from '../../helpers/servers.js';
 import { repoPath } from './repo.js';
 
 /**
@@ -66,17 +67,6 @@ export interface Certificate {
 export function makeCertificate(dir: string): Certificate {
   execFileSync(repoPath('nginx', 'scripts', 'make-self-signed-cert.sh'), ['--days', '2', dir], { stdio: 'pipe' });
   return { certificate: join(dir, 'fullchain.pem'), key: join(dir, 'privkey.pem') };
-}
-
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => resolve(typeof address === 'object' && address ? address.port : 0));
-    });
-  });
 }
 
 export interface EdgePorts {

@@ -3,8 +3,7 @@ import { once } from 'node:events';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { freePort } from '../../helpers/redis.js';
-import { abandonedServerFolders } from '../../helpers/wait.js';
+import { freePort, killAbandonedServers } from '../../helpers/servers.js';
 
 /**
  * A throwaway Prometheus server (the real binary) on a free loopback port,
@@ -54,7 +53,7 @@ const OWNER_FILE = 'owner.pid';
 const SERVER_FILE = 'server.pid';
 
 export async function startPrometheus(binary: string, options: PrometheusOptions): Promise<RunningPrometheus> {
-  stopAbandonedServers();
+  killAbandonedServers(ROOT_PREFIX, OWNER_FILE, SERVER_FILE, 'prometheus');
   const dir = mkdtempSync(join(tmpdir(), ROOT_PREFIX));
   writeFileSync(join(dir, OWNER_FILE), String(process.pid));
   const interval = `${options.intervalSeconds ?? 1}s`;
@@ -150,34 +149,3 @@ async function waitForReady(url: string, server: ChildProcess): Promise<void> {
   throw new Error('not ready within 20 s');
 }
 
-/**
- * Servers of test processes that were killed outright (a timed-out worker,
- * SIGKILL) had no teardown: stop them once their owner is gone.
- */
-function stopAbandonedServers(): void {
-  for (const dir of abandonedServerFolders(ROOT_PREFIX, OWNER_FILE)) {
-    let server = 0;
-    try {
-      server = Number(readFileSync(join(dir, SERVER_FILE), 'utf8'));
-    } catch {
-      // no server was started
-    }
-    // Only a prometheus: the pid may have been reused since.
-    if (Number.isInteger(server) && server > 0 && commandLine(server).includes('prometheus')) {
-      try {
-        process.kill(server, 'SIGKILL');
-      } catch {
-        // gone meanwhile
-      }
-    }
-    rmSync(dir, { recursive: true, force: true });
-  }
-}
-
-function commandLine(pid: number): string {
-  try {
-    return readFileSync(`/proc/${pid}/cmdline`, 'utf8');
-  } catch {
-    return '';
-  }
-}

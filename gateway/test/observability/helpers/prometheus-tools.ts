@@ -1,11 +1,17 @@
 import { accessSync, constants } from 'node:fs';
 import { delimiter, join } from 'node:path';
 
-/** The two binaries of Debian's `prometheus` package. */
-export type PrometheusTool = 'promtool' | 'prometheus';
+/** The two binaries of Debian's `prometheus` package, and its node exporter. */
+export type PrometheusTool = 'promtool' | 'prometheus' | 'prometheus-node-exporter';
+
+const PACKAGE: Record<PrometheusTool, string> = {
+  promtool: 'prometheus',
+  prometheus: 'prometheus',
+  'prometheus-node-exporter': 'prometheus-node-exporter',
+};
 
 export const prometheusToolMissingMessage = (tool: PrometheusTool, tests: string): string =>
-  `${tool} not found: ${tests} skipped; install the prometheus package (apt-get install prometheus)`;
+  `${tool} not found: ${tests} skipped; install the ${PACKAGE[tool]} package (apt-get install ${PACKAGE[tool]})`;
 
 /** The tool from PATH, else /usr/bin (Debian); null when none. */
 export function findPrometheusTool(tool: PrometheusTool, env: NodeJS.ProcessEnv = process.env): string | null {
