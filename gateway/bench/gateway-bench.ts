@@ -17,6 +17,15 @@
  *    (per-client limit, authentication, per-principal limit, a tiny JSON
  *    answer) with a JWT and with an API key, minus GET /health (per-client
  *    limit only, same size of work otherwise). Target ≤ 100 µs.
+ * 5. Gateway against direct gRPC: the same rpc (ListDevices) called directly
+ *    with a grpc-js client and through GET /api/device/list, in alternating
+ *    blocks: latency at 1 connection (p50/p99 added; target ≤ 0.4 ms p50) and
+ *    throughput at 50 connections (target: gateway ≥ 40 % of direct).
+ * 6. SSE relay again at 200 streams × 100 events/s.
+ * 7. Resident memory before and after 100,000 requests (growth < 10 %).
+ *
+ * Every run prepends its table, with the machine and the commit, to
+ * gateway/bench/RESULTS.md, and writes var/bench/gateway-bench.json.
  *
  * The worker side is bench/event-source-worker.ts, a gRPC server speaking the
  * real contract that emits events at a set rate and notes when it sent each,
@@ -24,9 +33,10 @@
  * to core 0 when `taskset` exists; this process (load and event source) to
  * the other cores.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { cpus, tmpdir } from 'node:os';
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { Agent, get as httpGet } from 'node:http';
+import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import autocannon from 'autocannon';
@@ -84,6 +94,11 @@ async function startGateway(workerAddress: string): Promise<Gateway> {
       RATE_LIMIT_PER_IP: '1000000',
       RATE_LIMIT_PER_PRINCIPAL: '1000000',
       RATE_LIMIT_INFERENCE_PER_PRINCIPAL: '1000000',
+      // Capacity bounds too: one principal holds every stream here.
+      MAX_INFLIGHT_PER_WORKER: '5000',
+      MAX_ACTIVE_SESSIONS: '5000',
+      MAX_SSE_STREAMS: '5000',
+      MAX_SSE_STREAMS_PER_PRINCIPAL: '5000',
     },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
@@ -164,6 +179,7 @@ async function relayedLatencies(source: EventSourceWorker, gateway: Gateway, str
         headers: { ...AUTH, 'content-type': 'application/json', accept: 'text/event-stream' },
         body: JSON.stringify({ task: 'text-to-image', model: 'bench-model', parameters: { prompt: 'bench' } }),
       });
+      if (response.status !== 200) throw new Error(`execute answered ${response.status}: ${await response.text()}`);
       const decoder = new TextDecoder();
       let buffer = '';
       let sessionId = '';
@@ -220,6 +236,7 @@ async function heldStreams(source: EventSourceWorker, gateway: Gateway, count: n
         body: JSON.stringify({ task: 'text-to-image', model: 'bench-model', parameters: { prompt: 'held' } }),
         signal: controller.signal,
       });
+      if (response.status !== 200) throw new Error(`execute answered ${response.status}: ${await response.text()}`);
       let counted = false;
       for await (const chunk of response.body!) {
         if (!counted && new TextDecoder().decode(chunk as Uint8Array).includes('event: started')) {
@@ -227,8 +244,8 @@ async function heldStreams(source: EventSourceWorker, gateway: Gateway, count: n
           started += 1;
         }
       }
-    } catch {
-      // aborted by us
+    } catch (error) {
+      if (!controller.signal.aborted) throw error; // else aborted by us
     }
   });
   const deadline = Date.now() + 120_000;
@@ -242,7 +259,126 @@ async function heldStreams(source: EventSourceWorker, gateway: Gateway, count: n
   return { streams: count, opened: started, idleRssBytes: idle, openRssBytes: open, afterRssBytes: after, afterVsIdle: after / idle - 1 };
 }
 
-const only = process.env.BENCH_ONLY; // "request", "sse" or "memory": run one part
+/** The same rpc directly (grpc-js) and through the gateway's REST route: latency at 1 connection, throughput at 50. */
+async function againstDirect(gateway: Gateway, address: string) {
+  const protos = loadProtos();
+  const client = new protos.device_ops.v1.WorkerService(address, grpc.credentials.createInsecure());
+  const direct = () =>
+    new Promise<void>((resolve, reject) => {
+      client.listDevices({}, { deadline: Date.now() + 10_000 }, (error: grpc.ServiceError | null) => (error ? reject(error) : resolve()));
+    });
+  const agent = new Agent({ keepAlive: true, maxSockets: 64 });
+  const viaGateway = () =>
+    new Promise<void>((resolve, reject) => {
+      const request = httpGet(`${gateway.url}/api/device/list`, { agent, headers: AUTH }, (response) => {
+        response.resume();
+        response.on('end', () => (response.statusCode === 200 ? resolve() : reject(new Error(`gateway answered ${response.statusCode}`))));
+      });
+      request.on('error', reject);
+    });
+  const timed = async (call: () => Promise<void>, count: number, into: number[]) => {
+    for (let i = 0; i < count; i += 1) {
+      const started = performance.now();
+      await call();
+      into.push(performance.now() - started);
+    }
+  };
+  const throughput = async (call: () => Promise<void>, connections: number, seconds: number) => {
+    let done = 0;
+    const end = performance.now() + seconds * 1000;
+    await Promise.all(
+      Array.from({ length: connections }, async () => {
+        while (performance.now() < end) {
+          await call();
+          done += 1;
+        }
+      }),
+    );
+    return done / seconds;
+  };
+  await timed(direct, 1000, []);
+  await timed(viaGateway, 1000, []);
+  const directMs: number[] = [];
+  const gatewayMs: number[] = [];
+  // Alternating blocks: drift on this machine hits both paths alike.
+  for (let block = 0; block < 10; block += 1) {
+    await timed(direct, 300, directMs);
+    await timed(viaGateway, 300, gatewayMs);
+  }
+  directMs.sort((a, b) => a - b);
+  gatewayMs.sort((a, b) => a - b);
+  const directRps: number[] = [];
+  const gatewayRps: number[] = [];
+  for (let round = 0; round < 2; round += 1) {
+    directRps.push(await throughput(direct, 50, 4));
+    gatewayRps.push(await throughput(viaGateway, 50, 4));
+  }
+  client.close();
+  agent.destroy();
+  const mean = (values: number[]) => values.reduce((a, b) => a + b, 0) / values.length;
+  return {
+    directP50Ms: percentile(directMs, 50),
+    directP99Ms: percentile(directMs, 99),
+    gatewayP50Ms: percentile(gatewayMs, 50),
+    gatewayP99Ms: percentile(gatewayMs, 99),
+    addedP50Ms: percentile(gatewayMs, 50) - percentile(directMs, 50),
+    addedP99Ms: percentile(gatewayMs, 99) - percentile(directMs, 99),
+    directRequestsPerSecond: mean(directRps),
+    gatewayRequestsPerSecond: mean(gatewayRps),
+    throughputRatio: mean(gatewayRps) / mean(directRps),
+  };
+}
+
+/** Resident memory before and after a long run of requests. */
+async function growthAfterRequests(gateway: Gateway, count: number) {
+  const url = `${gateway.url}/api/device/list`;
+  await autocannon({ url, headers: AUTH, connections: 10, amount: 5000 });
+  await sleep(3000);
+  const before = rssBytes(gateway.pid);
+  const result = await autocannon({ url, headers: AUTH, connections: 50, amount: count, timeout: 30 });
+  await sleep(10_000);
+  const after = rssBytes(gateway.pid);
+  return { requests: result['2xx'], failed: result.non2xx + result.errors, beforeRssBytes: before, afterRssBytes: after, growth: after / before - 1 };
+}
+
+/** The commit the figures belong to (with "+changes" when the tree differs from it). */
+function commitOf(): string {
+  try {
+    const sha = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: repoRoot, encoding: 'utf8' }).trim();
+    const dirty = execFileSync('git', ['status', '--porcelain', '--untracked-files=no'], { cwd: repoRoot, encoding: 'utf8' }).trim() !== '';
+    return dirty ? `${sha}+changes` : sha;
+  } catch {
+    return 'unknown';
+  }
+}
+
+const RESULTS_HEADER = `# Gateway benchmark results
+
+Written by \`npm run bench\` (gateway/bench/gateway-bench.ts): newest run first,
+each with its machine and commit. Every figure is measured side by side in
+that run; compare runs only on the same machine.
+`;
+
+/** Prepend this run's table to gateway/bench/RESULTS.md. */
+function recordResults(rows: [string, string, string, boolean][], machine: string): string {
+  const file = join(repoRoot, 'gateway', 'bench', 'RESULTS.md');
+  const previous = existsSync(file) ? readFileSync(file, 'utf8').replace(RESULTS_HEADER, '').trimStart() : '';
+  const table = [
+    `## ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC — commit ${commitOf()}`,
+    '',
+    machine,
+    '',
+    '| measure | value | target | verdict |',
+    '| --- | --- | --- | --- |',
+    ...rows.map(([name, value, target, pass]) => `| ${name.trim()} | ${value} | ${target} | ${target ? (pass ? 'PASS' : 'FAIL') : ''} |`),
+    '',
+  ].join('\n');
+  writeFileSync(file, `${RESULTS_HEADER}\n${table}\n${previous}`);
+  return file;
+}
+
+const only = process.env.BENCH_ONLY; // "request", "sse", "memory", "auth", "direct", "sse200" or "growth": run one part
+const GROWTH_REQUESTS = Number(process.env.BENCH_GROWTH_REQUESTS ?? 100_000);
 
 async function main(): Promise<void> {
   if (canPin) spawnSync('taskset', ['-pc', cpus().length > 2 ? `1-${cpus().length - 1}` : '1', String(process.pid)]);
@@ -256,6 +392,9 @@ async function main(): Promise<void> {
         sse: () => sseRelay(source, gateway, address, 50, 100, 10),
         memory: () => heldStreams(source, gateway, 1000),
         auth: () => authCost(gateway),
+        direct: () => againstDirect(gateway, address),
+        sse200: () => sseRelay(source, gateway, address, 200, 100, 10),
+        growth: () => growthAfterRequests(gateway, GROWTH_REQUESTS),
       };
       const part = await parts[only]!();
       console.log(JSON.stringify(part, null, 2));
@@ -263,8 +402,12 @@ async function main(): Promise<void> {
     }
     const request = await requestCost(gateway);
     const auth = await authCost(gateway);
-    const sse = await sseRelay(source, gateway, address, 50, 100, 10);
+    const direct = await againstDirect(gateway, address);
+    // Memory before the SSE runs, so "idle" is close to idle.
     const memory = await heldStreams(source, gateway, 1000);
+    const sse = await sseRelay(source, gateway, address, 50, 100, 10);
+    const sse200 = await sseRelay(source, gateway, address, 200, 100, 10);
+    const growth = await growthAfterRequests(gateway, GROWTH_REQUESTS);
     const mb = (bytes: number) => Math.round((bytes / 2 ** 20) * 10) / 10;
     const rows: [string, string, string, boolean][] = [
       ['gateway CPU per relayed request (µs)', request.cpuMicrosPerRequest.toFixed(0), '≤ 350', request.cpuMicrosPerRequest <= 350],
@@ -272,23 +415,38 @@ async function main(): Promise<void> {
       ['auth + rate limits, JWT (µs CPU per request)', auth.jwtAddedMicros.toFixed(0), '≤ 100', auth.jwtAddedMicros <= 100],
       ['auth + rate limits, API key (µs CPU per request)', auth.apiKeyAddedMicros.toFixed(0), '≤ 100', auth.apiKeyAddedMicros <= 100],
       ['  public /health, whoami JWT, whoami key (µs)', `${auth.publicMicros.toFixed(0)}, ${auth.jwtMicros.toFixed(0)}, ${auth.apiKeyMicros.toFixed(0)}`, '', true],
+      ['added latency at 1 connection, p50 (ms)', direct.addedP50Ms.toFixed(3), '≤ 0.4', direct.addedP50Ms <= 0.4],
+      ['  p99 added; direct p50 / gateway p50 (ms)', `${direct.addedP99Ms.toFixed(3)}; ${direct.directP50Ms.toFixed(3)} / ${direct.gatewayP50Ms.toFixed(3)}`, '', true],
+      ['throughput at 50 connections, gateway / direct', `${(direct.throughputRatio * 100).toFixed(0)} %`, '≥ 40 %', direct.throughputRatio >= 0.4],
+      ['  requests/s gateway, direct', `${direct.gatewayRequestsPerSecond.toFixed(0)}, ${direct.directRequestsPerSecond.toFixed(0)}`, '', true],
       ['SSE 50×100/s: events relayed / expected', `${sse.eventsRelayed} / ${sse.eventsExpected}`, 'all', sse.eventsRelayed === sse.eventsExpected],
       ['SSE added latency p50 (ms)', sse.addedP50Ms.toFixed(3), '≤ 0.3', sse.addedP50Ms <= 0.3],
       ['SSE added latency p99 (ms)', sse.addedP99Ms.toFixed(3), '≤ 2', sse.addedP99Ms <= 2],
       ['SSE gateway CPU per event (µs)', sse.gatewayCpuMicrosPerEvent.toFixed(1), '≤ 50', sse.gatewayCpuMicrosPerEvent <= 50],
+      ['SSE 200×100/s: events relayed / expected', `${sse200.eventsRelayed} / ${sse200.eventsExpected}`, 'all', sse200.eventsRelayed === sse200.eventsExpected],
+      ['SSE 200×100/s added latency p50 / p99 (ms)', `${sse200.addedP50Ms.toFixed(3)} / ${sse200.addedP99Ms.toFixed(3)}`, '', true],
+      ['SSE 200×100/s gateway CPU per event (µs)', sse200.gatewayCpuMicrosPerEvent.toFixed(1), '', true],
       ['RSS idle (MB)', String(mb(memory.idleRssBytes)), '', true],
       [`RSS with ${memory.opened} SSE streams open (MB)`, String(mb(memory.openRssBytes)), '< 250', memory.openRssBytes < 250 * 2 ** 20 && memory.opened === 1000],
       ['RSS 10 s after they closed (MB)', `${mb(memory.afterRssBytes)} (${(memory.afterVsIdle * 100).toFixed(1)} % vs idle)`, '≤ +10 %', memory.afterVsIdle <= 0.1],
+      [
+        `RSS before / after ${growth.requests} requests (MB)`,
+        `${mb(growth.beforeRssBytes)} / ${mb(growth.afterRssBytes)} (${(growth.growth * 100).toFixed(1)} %)`,
+        '< +10 %',
+        growth.growth < 0.1 && growth.failed === 0,
+      ],
     ];
-    console.log(`gateway benchmark — ${cpus()[0]?.model} ×${cpus().length}, node ${process.version}, gateway pinned: ${canPin}`);
+    const machine = `${cpus()[0]?.model} ×${cpus().length}, ${(totalmem() / 2 ** 30).toFixed(1)} GiB, node ${process.version}, gateway pinned to one core: ${canPin}`;
+    console.log(`gateway benchmark — ${machine}`);
     for (const [name, value, target, pass] of rows) {
       console.log(`${name.padEnd(48)}${value.padStart(24)}  ${target.padEnd(8)}${target ? (pass ? 'PASS' : 'FAIL') : ''}`);
     }
-    const results = { machine: { cpu: cpus()[0]?.model, cores: cpus().length, node: process.version, pinned: canPin }, request, auth, sse, memory };
+    const results = { machine: { cpu: cpus()[0]?.model, cores: cpus().length, node: process.version, pinned: canPin }, commit: commitOf(), request, auth, direct, sse, sse200, memory, growth };
     const out = join(repoRoot, 'var', 'bench');
     mkdirSync(out, { recursive: true });
     writeFileSync(join(out, 'gateway-bench.json'), JSON.stringify(results, null, 2));
-    console.log(`figures written to ${join('var', 'bench', 'gateway-bench.json')}`);
+    const recorded = recordResults(rows, machine);
+    console.log(`figures written to ${join('var', 'bench', 'gateway-bench.json')} and ${recorded.replace(`${repoRoot}/`, '')}`);
   } finally {
     gateway.child.kill('SIGTERM');
     await new Promise((resolve) => gateway.child.once('exit', resolve));
