@@ -32,6 +32,16 @@ function publicKey(value: string): KeyObject {
   return createPublicKey(pem);
 }
 
+/**
+ * The key tokens are verified with, prepared once: a KeyObject for an HMAC
+ * secret or a configured public key (a string would be re-imported on every
+ * verification); undefined when keys come from a JWKS.
+ */
+export function verificationKey(config: Config): KeyObject | undefined {
+  if (allowedAlgorithms(config).every((a) => a.startsWith('HS'))) return createSecretKey(Buffer.from(config.jwtSecret ?? '', 'utf8'));
+  return config.jwtJwksUrl ? undefined : publicKey(config.jwtPublicKey!);
+}
+
 export type JwtOutcome = { principal: Principal } | { reason: string };
 
 /**
@@ -46,20 +56,18 @@ export class JwtVerifier {
 
   constructor(config: Config) {
     const algorithms = allowedAlgorithms(config);
-    const hmac = algorithms.every((a) => a.startsWith('HS'));
-    const keyOptions = hmac
-      ? { secretOrKey: createSecretKey(Buffer.from(config.jwtSecret ?? '', 'utf8')) as unknown as string }
-      : config.jwtJwksUrl
-        ? {
-            secretOrKeyProvider: passportJwtSecret({
-              jwksUri: config.jwtJwksUrl,
-              cache: true,
-              cacheMaxAge: 10 * 60_000,
-              rateLimit: true,
-              jwksRequestsPerMinute: 10,
-            }),
-          }
-        : { secretOrKey: publicKey(config.jwtPublicKey!) as unknown as string };
+    const key = verificationKey(config);
+    const keyOptions = key
+      ? { secretOrKey: key as unknown as string }
+      : {
+          secretOrKeyProvider: passportJwtSecret({
+            jwksUri: config.jwtJwksUrl!,
+            cache: true,
+            cacheMaxAge: 10 * 60_000,
+            rateLimit: true,
+            jwksRequestsPerMinute: 10,
+          }),
+        };
     const options: StrategyOptionsWithoutRequest = {
       jwtFromRequest: ExtractJwt.fromAuthHeaderAsBearerToken(),
       ...keyOptions,
