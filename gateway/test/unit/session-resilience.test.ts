@@ -370,3 +370,58 @@ describe('interruptActive (shutdown)', () => {
     expect(Date.now() - before).toBeLessThan(1000);
   });
 });
+
+describe('the end of a session', () => {
+  /** The session row as a client reading it would see it, the moment each event reaches a follower. */
+  async function statusesAtEvents(harnessOf: Harness, worker: ControlledWorker) {
+    const { service, stores } = harnessOf;
+    const { session, done } = await service.start(spec(), alice, { correlationId: 'c' });
+    const seen: { type: string; status: string | undefined }[] = [];
+    const { unsubscribe } = await service.follow(session.id, 0, (e) => {
+      seen.push({ type: e.type, status: stores.sessions.rows.get(session.id)?.status });
+    });
+    await until(() => worker.streams.length === 1);
+    const stream = worker.streams[0]!;
+    stream.push(accepted());
+    stream.push(started('w0:cpu'));
+    stream.push(result('w0:cpu'));
+    stream.push('end');
+    await done;
+    unsubscribe();
+    return seen;
+  }
+
+  it('is stored before the terminal event goes out: a client that saw `result` reads the session succeeded', async () => {
+    const worker = new ControlledWorker('w0');
+    const h = harness([worker]);
+    // A database slower than the event relay.
+    const update = h.stores.sessions.update.bind(h.stores.sessions);
+    h.stores.sessions.update = async (id, fields) => {
+      if (fields.finishedAt) await new Promise((resolve) => setTimeout(resolve, 50));
+      return update(id, fields);
+    };
+    const seen = await statusesAtEvents(h, worker);
+    expect(seen.map((e) => e.type)).toEqual(['accepted', 'started', 'result']);
+    expect(seen.at(-1)).toEqual({ type: 'result', status: 'succeeded' });
+  });
+
+  it('still sends the terminal event at once when the database refuses the write, and stores the end when it is back', async () => {
+    const worker = new ControlledWorker('w0');
+    const h = harness([worker]);
+    const update = h.stores.sessions.update.bind(h.stores.sessions);
+    let refusals = 2; // the first write, and the first retry (the next is 1 s later)
+    h.stores.sessions.update = async (id, fields) => {
+      if (fields.finishedAt && refusals > 0) {
+        refusals -= 1;
+        throw Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED' });
+      }
+      return update(id, fields);
+    };
+    const seen = await statusesAtEvents(h, worker);
+    // Sent while the row still said running: the client is not kept waiting on the database.
+    expect(seen.at(-1)).toEqual({ type: 'result', status: 'running' });
+    const row = [...h.stores.sessions.rows.values()][0]!;
+    expect(row.status).toBe('succeeded');
+    expect(h.logs.find((l) => l.message === 'could not record the end of a session; retrying')).toHaveLength(1);
+  });
+});

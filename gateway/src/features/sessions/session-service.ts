@@ -64,12 +64,15 @@ interface Live {
   done?: Promise<Session>;
 }
 
+/** Events that end a job's stream: exactly one per job. */
+const TERMINAL_TYPES = new Set(['result', 'error', 'cancelled']);
 
 /**
  * Runs jobs as recorded sessions: picks a worker, opens its Infer stream,
  * relays every event to the event log (live listeners and the store), and
  * keeps the session row's status in step. A session always ends with exactly
- * one terminal event, whatever happens to the worker.
+ * one terminal event, whatever happens to the worker, sent once its end is
+ * stored (a client that saw it and reads the session finds it ended).
  */
 export class SessionService {
   private readonly live = new Map<string, Live>();
@@ -262,6 +265,7 @@ export class SessionService {
     let status: SessionStatus = 'queued';
     metrics?.sessions.inc({ state: 'queued' });
     let terminal: { status: SessionStatus; result?: Record<string, unknown>; error?: SessionError } | null = null;
+    let terminalEvent: { type: string; data: Record<string, unknown> } | null = null;
     const emit = (type: string, data: Record<string, unknown>) => {
       sequence += 1;
       this.deps.events.append({ sessionId: id, sequence, type, data, createdAt: new Date() });
@@ -272,7 +276,9 @@ export class SessionService {
           for await (const event of live.stream.events) {
             const mapped = this.mapEvent(id, event, live.target);
             if (!mapped) continue;
-            emit(mapped.type, mapped.data);
+            // The terminal event goes out once the session's end is stored (below).
+            if (!TERMINAL_TYPES.has(mapped.type)) emit(mapped.type, mapped.data);
+            else terminalEvent = mapped;
             if (mapped.type === 'started' && status === 'queued') {
               status = 'running';
               metrics?.sessions.dec({ state: 'queued' });
@@ -290,7 +296,10 @@ export class SessionService {
             }
             if (terminal) break;
           }
-          if (!terminal) terminal = this.lost(live, status, 'the worker ended the stream without a terminal event');
+          if (!terminal) {
+            terminal = this.lost(live, status, 'the worker ended the stream without a terminal event');
+            terminalEvent = { type: 'error', data: { ...terminal.error! } };
+          }
           break;
         } catch (error) {
           const moved = await this.retryElsewhere(id, live, status, error);
@@ -300,18 +309,27 @@ export class SessionService {
       }
     } catch (error) {
       terminal = this.failure(live, status, error);
-      if (terminal.status === 'cancelled') emit('cancelled', { reason: 'client-disconnected' });
-      else emit('error', { ...terminal.error! });
+      terminalEvent =
+        terminal.status === 'cancelled' ? { type: 'cancelled', data: { reason: 'client-disconnected' } } : { type: 'error', data: { ...terminal.error! } };
     }
     metrics?.sessions.dec({ state: status === 'running' ? 'running' : 'queued' });
     metrics?.sessionsFinished.inc({ status: terminal.status });
-    const finished = await this.recordEnd(id, {
+    const end = {
       status: terminal.status,
       finishedAt: new Date(),
       workerId: live.target.worker.id,
       result: terminal.result ?? null,
       error: terminal.error ?? null,
-    });
+    };
+    // Read your writes: a client that saw the terminal event and then reads the
+    // session finds it ended. When the database refuses, the event goes out
+    // anyway and the write is retried behind it.
+    const stored = await this.deps.sessions.update(id, end).then(
+      (row) => ({ row }),
+      () => null,
+    );
+    emit(terminalEvent!.type, terminalEvent!.data);
+    const finished = stored ? stored.row : await this.recordEnd(id, end);
     await this.deps.events.close(id);
     this.deps.logger.info('session finished', { sessionId: id, status: terminal.status, workerId: live.target.worker.id });
     return finished ?? session;
