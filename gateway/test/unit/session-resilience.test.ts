@@ -424,4 +424,21 @@ describe('the end of a session', () => {
     expect(row.status).toBe('succeeded');
     expect(h.logs.find((l) => l.message === 'could not record the end of a session; retrying')).toHaveLength(1);
   });
+
+  it('ends with an error event naming the worker when its stream ends without a terminal event', async () => {
+    const worker = new ControlledWorker('w0');
+    const { service } = harness([worker]);
+    const { session, done } = await service.start(spec(), alice, { correlationId: 'c' });
+    const seen: { type: string; data: Record<string, unknown> }[] = [];
+    const { unsubscribe } = await service.follow(session.id, 0, (e) => seen.push({ type: e.type, data: e.data }));
+    await until(() => worker.streams.length === 1);
+    worker.streams[0]!.push(accepted());
+    worker.streams[0]!.push(started('w0:cpu'));
+    worker.streams[0]!.push('end');
+    const finished = await done;
+    unsubscribe();
+    expect(seen.map((e) => e.type)).toEqual(['accepted', 'started', 'error']);
+    expect(seen.at(-1)!.data).toMatchObject({ code: 'WORKER_LOST', message: expect.stringContaining('worker w0 was lost while running the job') });
+    expect(finished).toMatchObject({ status: 'failed', error: { code: 'WORKER_LOST' } });
+  });
 });
