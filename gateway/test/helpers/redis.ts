@@ -1,10 +1,10 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { accessSync, constants, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { freePort, killAbandonedServers } from './servers.js';
+import { accessSync, constants, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { createClient } from 'redis';
+import { freePort, killAbandonedServers, spawnServer } from './servers.js';
 
 /**
  * A throwaway redis-server on a free loopback port, for tests of what the
@@ -75,25 +75,12 @@ export async function startRedis(binary: string): Promise<RunningRedis> {
   process.once('exit', kill);
 
   const launch = async () => {
-    const started = spawn(
-      binary,
-      ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--daemonize', 'no'],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
-    );
-    let output = '';
-    const collect = (chunk: Buffer) => {
-      output = (output + chunk.toString('utf8')).slice(-4000);
-    };
-    started.stdout?.on('data', collect);
-    started.stderr?.on('data', collect);
-    child = started;
-    if (started.pid) writeFileSync(join(dir, SERVER_FILE), String(started.pid));
+    child = null;
+    const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--daemonize', 'no'];
     try {
-      await waitForPing(port, started);
+      child = await spawnServer(binary, args, join(dir, SERVER_FILE), (server) => waitForPing(port, server));
     } catch (error) {
-      started.kill('SIGKILL');
-      child = null;
-      throw new Error(`redis-server did not start on port ${port}: ${(error as Error).message}\n${output}`);
+      throw new Error(`redis-server did not start on port ${port}: ${(error as Error).message}`);
     }
   };
 

@@ -1,4 +1,5 @@
-import { readdirSync, readFileSync, rmSync } from 'node:fs';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -35,6 +36,29 @@ export function abandonedServerFolders(prefix: string, ownerFile: string): strin
     if (Number.isInteger(owner) && owner > 0 && !processExists(owner)) folders.push(folder);
   }
   return folders;
+}
+
+/**
+ * Start a throwaway server (a machine binary), note its pid in `pidFile` for
+ * killAbandonedServers, and resolve once `ready` does; if it does not, the
+ * server is killed and the error carries the end of its output.
+ */
+export async function spawnServer(binary: string, args: string[], pidFile: string, ready: (server: ChildProcess) => Promise<void>): Promise<ChildProcess> {
+  const server = spawn(binary, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  const collect = (chunk: Buffer) => {
+    output = (output + chunk.toString('utf8')).slice(-4000);
+  };
+  server.stdout?.on('data', collect);
+  server.stderr?.on('data', collect);
+  if (server.pid) writeFileSync(pidFile, String(server.pid));
+  try {
+    await ready(server);
+    return server;
+  } catch (error) {
+    server.kill('SIGKILL');
+    throw new Error(`${(error as Error).message}\n${output}`);
+  }
 }
 
 /**

@@ -1,9 +1,9 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { freePort, killAbandonedServers } from '../../helpers/servers.js';
+import { freePort, killAbandonedServers, spawnServer } from '../../helpers/servers.js';
 
 /**
  * A throwaway Prometheus server (the real binary) on a free loopback port,
@@ -81,30 +81,16 @@ export async function startPrometheus(binary: string, options: PrometheusOptions
     url = `http://127.0.0.1:${port}`;
     const data = join(dir, `data-${attempt}`);
     mkdirSync(data);
-    const started = spawn(
-      binary,
-      [`--config.file=${configFile}`, `--storage.tsdb.path=${data}`, `--web.listen-address=127.0.0.1:${port}`, '--log.level=warn'],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
-    );
-    let output = '';
-    const collect = (chunk: Buffer) => {
-      output = (output + chunk.toString('utf8')).slice(-4000);
-    };
-    started.stdout?.on('data', collect);
-    started.stderr?.on('data', collect);
-    child = started;
-    if (started.pid) writeFileSync(join(dir, SERVER_FILE), String(started.pid));
+    const args = [`--config.file=${configFile}`, `--storage.tsdb.path=${data}`, `--web.listen-address=127.0.0.1:${port}`, '--log.level=warn'];
     try {
-      await waitForReady(url, started);
+      child = await spawnServer(binary, args, join(dir, SERVER_FILE), (server) => waitForReady(url, server));
       break;
     } catch (error) {
-      started.kill('SIGKILL');
-      child = null;
       // Another process may have taken the port between probe and start.
       if (attempt >= 3) {
         process.off('exit', kill);
         rmSync(dir, { recursive: true, force: true });
-        throw new Error(`prometheus did not start: ${(error as Error).message}\n${output}`);
+        throw new Error(`prometheus did not start: ${(error as Error).message}`);
       }
     }
   }
