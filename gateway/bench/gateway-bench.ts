@@ -46,12 +46,12 @@ import { repoRoot } from '../src/infra/paths.js';
 import { loadProtos } from '../src/infra/grpc/protos.js';
 import type { InferEvent__Output } from '../src/generated/device_ops/v1/InferEvent.js';
 import { EventSourceWorker } from './event-source-worker.js';
+import { cpuMicros, sleep } from './fault-report-lib.js';
 
 const SECRET = 'bench-secret-0123456789-abcdefghijklmnopqrstuvwxyz';
 const TOKEN = jwt.sign({ scope: 'inference' }, SECRET, { algorithm: 'HS256', subject: 'bench', expiresIn: 3600 });
 const AUTH = { authorization: `Bearer ${TOKEN}` };
 const ADMIN_KEY = 'bench-admin-key-0123456789abcdefghijklmnop';
-const CLOCK_TICK_US = 1e6 / Number(spawnSync('getconf', ['CLK_TCK']).stdout.toString().trim() || 100);
 const canPin = spawnSync('taskset', ['-V']).status === 0 && cpus().length > 1;
 
 interface Gateway {
@@ -60,19 +60,12 @@ interface Gateway {
   pid: number;
 }
 
-/** Gateway CPU time in µs so far (user + system), from /proc. */
-function cpuMicros(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return (Number(fields[11]) + Number(fields[12])) * CLOCK_TICK_US;
-}
-
 function rssBytes(pid: number): number {
   const line = readFileSync(`/proc/${pid}/status`, 'utf8').split('\n').find((l) => l.startsWith('VmRSS:'))!;
   return Number(line.split(/\s+/)[1]) * 1024;
 }
 
 const percentile = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 async function startGateway(workerAddress: string): Promise<Gateway> {
   const dataDirectory = mkdtempSync(join(tmpdir(), 'gateway-bench-'));
@@ -169,17 +162,24 @@ async function directLatencies(source: EventSourceWorker, address: string, strea
   return latencies;
 }
 
+/** POST /api/inference/execute as an event stream of the event source's job; throws unless it answers 200. */
+async function executeStream(gateway: Gateway, prompt: string, signal?: AbortSignal): Promise<Response> {
+  const response = await fetch(`${gateway.url}/api/inference/execute`, {
+    method: 'POST',
+    headers: { ...AUTH, 'content-type': 'application/json', accept: 'text/event-stream' },
+    body: JSON.stringify({ task: 'text-to-image', model: 'bench-model', parameters: { prompt } }),
+    ...(signal ? { signal } : {}),
+  });
+  if (response.status !== 200) throw new Error(`execute answered ${response.status}: ${await response.text()}`);
+  return response;
+}
+
 /** Latencies (ms) of the same events relayed by the gateway as SSE; also how many arrived. */
 async function relayedLatencies(source: EventSourceWorker, gateway: Gateway, streams: number): Promise<number[]> {
   const latencies: number[] = [];
   await Promise.all(
     Array.from({ length: streams }, async () => {
-      const response = await fetch(`${gateway.url}/api/inference/execute`, {
-        method: 'POST',
-        headers: { ...AUTH, 'content-type': 'application/json', accept: 'text/event-stream' },
-        body: JSON.stringify({ task: 'text-to-image', model: 'bench-model', parameters: { prompt: 'bench' } }),
-      });
-      if (response.status !== 200) throw new Error(`execute answered ${response.status}: ${await response.text()}`);
+      const response = await executeStream(gateway, 'bench');
       const decoder = new TextDecoder();
       let buffer = '';
       let sessionId = '';
@@ -200,6 +200,19 @@ async function relayedLatencies(source: EventSourceWorker, gateway: Gateway, str
   return latencies;
 }
 
+/** p50/p99 of a direct path and the same through the gateway (both sorted, ms), and what the gateway adds. */
+function addedLatency<N extends 'relayed' | 'gateway'>(direct: number[], through: number[], name: N) {
+  type Figures = Record<'directP50Ms' | 'directP99Ms' | `${N}P50Ms` | `${N}P99Ms` | 'addedP50Ms' | 'addedP99Ms', number>;
+  return {
+    directP50Ms: percentile(direct, 50),
+    directP99Ms: percentile(direct, 99),
+    [`${name}P50Ms`]: percentile(through, 50),
+    [`${name}P99Ms`]: percentile(through, 99),
+    addedP50Ms: percentile(through, 50) - percentile(direct, 50),
+    addedP99Ms: percentile(through, 99) - percentile(direct, 99),
+  } as Figures;
+}
+
 async function sseRelay(source: EventSourceWorker, gateway: Gateway, address: string, streams: number, perSecond: number, seconds: number) {
   source.options = { events: perSecond * seconds, intervalMs: 1000 / perSecond };
   const direct = (await directLatencies(source, address, streams)).sort((a, b) => a - b);
@@ -212,12 +225,7 @@ async function sseRelay(source: EventSourceWorker, gateway: Gateway, address: st
     eventsPerSecondPerStream: perSecond,
     eventsRelayed: relayed.length,
     eventsExpected: expected,
-    directP50Ms: percentile(direct, 50),
-    directP99Ms: percentile(direct, 99),
-    relayedP50Ms: percentile(relayed, 50),
-    relayedP99Ms: percentile(relayed, 99),
-    addedP50Ms: percentile(relayed, 50) - percentile(direct, 50),
-    addedP99Ms: percentile(relayed, 99) - percentile(direct, 99),
+    ...addedLatency(direct, relayed, 'relayed'),
     gatewayCpuMicrosPerEvent: cpu / relayed.length,
   };
 }
@@ -230,13 +238,7 @@ async function heldStreams(source: EventSourceWorker, gateway: Gateway, count: n
   let started = 0;
   const readers = controllers.map(async (controller) => {
     try {
-      const response = await fetch(`${gateway.url}/api/inference/execute`, {
-        method: 'POST',
-        headers: { ...AUTH, 'content-type': 'application/json', accept: 'text/event-stream' },
-        body: JSON.stringify({ task: 'text-to-image', model: 'bench-model', parameters: { prompt: 'held' } }),
-        signal: controller.signal,
-      });
-      if (response.status !== 200) throw new Error(`execute answered ${response.status}: ${await response.text()}`);
+      const response = await executeStream(gateway, 'held', controller.signal);
       let counted = false;
       for await (const chunk of response.body!) {
         if (!counted && new TextDecoder().decode(chunk as Uint8Array).includes('event: started')) {
@@ -317,12 +319,7 @@ async function againstDirect(gateway: Gateway, address: string) {
   agent.destroy();
   const mean = (values: number[]) => values.reduce((a, b) => a + b, 0) / values.length;
   return {
-    directP50Ms: percentile(directMs, 50),
-    directP99Ms: percentile(directMs, 99),
-    gatewayP50Ms: percentile(gatewayMs, 50),
-    gatewayP99Ms: percentile(gatewayMs, 99),
-    addedP50Ms: percentile(gatewayMs, 50) - percentile(directMs, 50),
-    addedP99Ms: percentile(gatewayMs, 99) - percentile(directMs, 99),
+    ...addedLatency(directMs, gatewayMs, 'gateway'),
     directRequestsPerSecond: mean(directRps),
     gatewayRequestsPerSecond: mean(gatewayRps),
     throughputRatio: mean(gatewayRps) / mean(directRps),

@@ -38,15 +38,20 @@ export class HealthMonitor {
           const client = worker.client;
           if (!client) return;
           const before: WorkerState = worker.snapshot().state;
+          let backstop: NodeJS.Timeout | undefined;
           try {
             // The client enforces the deadline; the race is a backstop so a call that never settles cannot stall every later round.
             const status = await Promise.race([
               client.checkHealth({ deadlineMs: this.deadlineMs }),
-              new Promise<never>((_, reject) => setTimeout(() => reject(new Error('health check did not settle')), this.deadlineMs + 1000).unref()),
+              new Promise<never>((_, reject) => {
+                backstop = setTimeout(() => reject(new Error('health check did not settle')), this.deadlineMs + 1000);
+              }),
             ]);
             worker.observeHealth(status === 'SERVING');
           } catch {
             worker.observeHealth('unreachable');
+          } finally {
+            clearTimeout(backstop);
           }
           const after = worker.snapshot().state;
           if (after === before) return;
