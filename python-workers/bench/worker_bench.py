@@ -64,7 +64,7 @@ class WorkerProcess:
         args = [sys.executable, "-m", "device_ops_worker"]
         for key, value in flags.items():
             args += [f"--{key}", str(value)]
-        self.process = subprocess.Popen(args, env={**os.environ, "PYTHONPATH": str(SRC)}, pass_fds=(write_end,))
+        self.process = subprocess.Popen(args, env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (str(SRC), os.environ.get("PYTHONPATH"))))}, pass_fds=(write_end,))
         os.close(write_end)
         with os.fdopen(read_end) as ready:
             self.address = f"127.0.0.1:{json.loads(ready.readline())['port']}"
@@ -130,7 +130,7 @@ def bare_steps_in_own_process(model_path: Path, device: str, steps: int, side: i
     )
     done = subprocess.run(
         [sys.executable, "-c", code, str(Path(__file__).parent), str(model_path), device, str(steps), str(side)],
-        env={**os.environ, "PYTHONPATH": str(SRC)}, capture_output=True, text=True, check=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (str(SRC), os.environ.get("PYTHONPATH"))))}, capture_output=True, text=True, check=True,
     )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -192,8 +192,11 @@ async def served_steps(tmp: Path, models: Path, device: str, steps: int, side: i
             stamps = []
             async for event in stub.Infer(request(f"sd-{seed}", steps, seed), timeout=600):
                 if event.WhichOneof("event") == "progress":
-                    stamps.append(time.perf_counter())
-            per_step.append((stamps[-1] - stamps[0]) / (len(stamps) - 1))
+                    stamps.append((event.progress.current, time.perf_counter()))
+            # Progress is throttled (PROGRESS_INTERVAL_MS): time between the
+            # first and last step's events over the steps between them.
+            (first_step, first_at), (last_step, last_at) = stamps[0], stamps[-1]
+            per_step.append((last_at - first_at) / (last_step - first_step))
         return per_step
     finally:
         await channel.close()

@@ -36,6 +36,8 @@ def make_settings(tmp: Path, **overrides: object) -> Settings:
         "max_batch_delay_ms": 2.0,
         "device_memory_fraction": 0.9,
         "metrics_port": -1,
+        # Every step's progress event: what the tests of the event stream assert.
+        "progress_interval_ms": 0.0,
         # Loopback without a token or TLS: what the tests of everything else need.
         "worker_token": None,
         "tls": None,

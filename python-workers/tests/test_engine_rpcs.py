@@ -164,6 +164,23 @@ async def test_text_to_image_streams_events_and_writes_pngs(worker: EngineWorker
         assert parameters["steps"] == 4
 
 
+async def test_progress_events_are_throttled_but_first_and_last_step_always_sent(
+    worker: EngineWorker, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    throttled = await start_engine(tmp_path_factory.mktemp("throttled"), worker.models, progress_interval_ms=60_000)
+    try:
+        events = await collect(throttled.stub.Infer(t2i("throttled", steps=6), timeout=120))
+    finally:
+        await stop_engine(throttled)
+    progress = [(e.progress.current, e.progress.total) for e in events if e.WhichOneof("event") == "progress"]
+    assert progress == [(1, 6), (6, 6)]
+    assert [e.sequence for e in events] == list(range(1, len(events) + 1))
+    # Fewer events, same job: the image equals the one of a worker sending every step.
+    every_step = await collect(worker.stub.Infer(t2i("every-step", steps=6), timeout=120))
+    assert len([e for e in every_step if e.WhichOneof("event") == "progress"]) == 6
+    assert events[-1].result.files[0].sha256 == every_step[-1].result.files[0].sha256
+
+
 async def test_same_seed_same_image_other_seed_other_image(worker: EngineWorker) -> None:
     first = (await collect(worker.stub.Infer(t2i("seed-a", seed=1234), timeout=120)))[-1].result
     second = (await collect(worker.stub.Infer(t2i("seed-b", seed=1234), timeout=120)))[-1].result
@@ -334,6 +351,43 @@ async def test_concurrent_embeddings_are_batched_and_each_gets_its_rows(worker: 
     rows = np.array([r.embeddings[0].values for r in results])
     assert len({tuple(np.round(row, 5)) for row in rows}) == len(texts)
     assert max(r.batch_size for r in results) > 1
+
+
+async def test_large_and_small_embedding_requests_batched_together_get_their_own_rows(worker: EngineWorker) -> None:
+    # A request of over 4,096 characters is tokenized before it is queued (the
+    # model being resident); single texts are tokenized on the device thread;
+    # both kinds share a batch.
+    large = [f"paragraph {i}: " + ("cats sleep in the sun while markets move " * (i % 5 + 1)) for i in range(40)]
+    small = [f"short text {i}" for i in range(6)]
+    assert sum(map(len, large)) > 4096
+    await collect(worker.stub.Infer(embed("warm-minilm", ["warm"]), timeout=120))
+    assert worker.running.manager.resident("minilm", worker.cpu, torch.float32) is not None
+    expected_large = await collect(worker.stub.Infer(embed("large-alone", large, normalize=False), timeout=120))
+    expected_small = [
+        (await collect(worker.stub.Infer(embed(f"small-alone-{i}", [text], normalize=False), timeout=120)))[-1].result
+        for i, text in enumerate(small)
+    ]
+    # A long diffusion job holds the device while the embedding requests queue up behind it.
+    blocker = worker.stub.Infer(t2i("blocker", steps=150, side=256), timeout=120)
+    await read_until(blocker, "started")
+    calls = [worker.stub.Infer(embed("large-batched", large, normalize=False), timeout=120)]
+    calls += [worker.stub.Infer(embed(f"small-batched-{i}", [t], normalize=False), timeout=120) for i, t in enumerate(small)]
+    queue = worker.running.devices.get(worker.cpu).queue
+    for _ in range(200):
+        if queue.depth == len(calls):
+            break
+        await asyncio.sleep(0.05)
+    assert queue.depth == len(calls)
+    await worker.stub.CancelJob(inference_pb2.CancelJobRequest(job_id="blocker"), timeout=10)
+    await collect(blocker)
+    results = [(await collect(call))[-1].result for call in calls]
+    assert {result.batch_size for result in results} == {len(calls)}
+    got_large = np.array([list(e.values) for e in results[0].embeddings])
+    want_large = np.array([list(e.values) for e in expected_large[-1].result.embeddings])
+    assert got_large.shape == (40, 384)
+    np.testing.assert_allclose(got_large, want_large, atol=1e-4)
+    for result, expected in zip(results[1:], expected_small, strict=True):
+        np.testing.assert_allclose(result.embeddings[0].values, expected.embeddings[0].values, atol=1e-4)
 
 
 async def test_bad_embedding_input(worker: EngineWorker) -> None:

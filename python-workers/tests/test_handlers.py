@@ -25,6 +25,7 @@ from device_ops_worker.handlers import (
     scheduler_names,
     supported_dtypes,
 )
+from device_ops_worker.handlers import embedding as embedding_handler
 from device_ops_worker.handlers.base import DiffusionModel, EmbeddingModel, TensorModel, UpscalerModel
 from device_ops_worker.handlers.loader import short_reason
 from device_ops_worker.types import (
@@ -306,14 +307,74 @@ def test_embeddings_carry_real_meaning(minilm: EmbeddingModel) -> None:
     assert related - unrelated > 0.4
 
 
-def test_embedding_rows_follow_input_order_across_chunks(minilm: EmbeddingModel) -> None:
-    texts = [f"sentence number {i} " + "word " * (i % 7) for i in range(70)]  # more than one chunk of 64
-    texts[3], texts[65] = STOCKS, FOOD
+def test_embedding_rows_follow_input_order_across_passes(minilm: EmbeddingModel, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A token budget of 64 puts a few texts in each forward pass.
+    monkeypatch.setattr(minilm, "_tokens_per_pass", 64)
+    texts = [f"sentence number {i} " + "word " * (i % 7) for i in range(20)]
+    texts[3], texts[17] = STOCKS, FOOD
     batch = minilm.embed(texts, normalize=True)
-    for index in (0, 3, 64, 65, 69):
+    for index in (0, 3, 11, 17, 19):
         single = minilm.embed([texts[index]], normalize=True)[0]
         np.testing.assert_allclose(batch[index], single, atol=1e-4)
     assert minilm.embed([], normalize=True).shape == (0, 384)
+
+
+def test_cpu_models_use_no_cuda_graphs(minilm: EmbeddingModel) -> None:
+    assert minilm.graphs is None  # type: ignore[attr-defined]
+
+
+def test_forward_passes_stay_within_the_token_budget() -> None:
+    lengths = np.array([3, 3, 4, 8, 9, 30, 100])
+    passes = embedding_handler._passes(lengths, 16)
+    assert [(p.start, p.stop) for p in passes] == [(0, 3), (3, 4), (4, 5), (5, 6), (6, 7)]
+    for part in passes:  # rows × longest fits, or the pass is a single row
+        rows = part.stop - part.start
+        assert rows == 1 or rows * int(lengths[part.stop - 1]) <= 16
+    assert embedding_handler._passes(np.array([], dtype=np.int64), 16) == []
+
+
+def test_thread_safe_tokenizer_matches_the_transformers_tokenizer(minilm: EmbeddingModel) -> None:
+    long_text = "tokens " * 600  # beyond the 256-token limit: truncated the same way
+    texts = [FOOD, "", STOCKS + " " + BREAD, long_text, "naïve café — 東京"]
+    prepared = minilm.tokenize(texts)
+    assert prepared is not None
+    reference = minilm._tokenizer(texts, padding=True, truncation=True, max_length=minilm.max_length, return_tensors="np")
+    assert set(prepared.arrays) == set(reference)
+    for name, array in prepared.arrays.items():
+        np.testing.assert_array_equal(array, reference[name])
+    np.testing.assert_array_equal(prepared.lengths, reference["attention_mask"].sum(axis=1))
+    assert int(prepared.lengths.max()) == minilm.max_length
+
+
+def test_merged_token_batches_embed_like_separate_ones(minilm: EmbeddingModel) -> None:
+    short, long = [FOOD], [STOCKS + " " + BREAD, "one"]
+    parts = [minilm.tokenize(short), minilm.tokenize(long)]
+    assert parts[0].arrays["input_ids"].shape[1] != parts[1].arrays["input_ids"].shape[1]
+    merged = minilm.embed_prepared(parts)
+    separate = np.concatenate([minilm.embed_prepared([parts[0]]), minilm.embed_prepared([parts[1]])])
+    np.testing.assert_allclose(merged, separate, atol=1e-5)
+    # Left padding (some tokenizers use it): merged rows keep their tokens
+    # right-aligned, with each input's pad value on the left.
+    left = [dataclasses.replace(part, arrays=_pad_left(part), pad_left=True) for part in parts]
+    batch = embedding_handler.merge_tokenized(left)
+    width = batch.arrays["input_ids"].shape[1]
+    pad_id = left[0].pad_values["input_ids"]
+    for row, (part, index) in enumerate([(left[0], 0), (left[1], 0), (left[1], 1)]):
+        length = int(part.lengths[index])
+        np.testing.assert_array_equal(batch.arrays["input_ids"][row, width - length :], part.arrays["input_ids"][index, -length:])
+        assert (batch.arrays["input_ids"][row, : width - length] == pad_id).all()
+        assert batch.arrays["attention_mask"][row].sum() == length
+
+
+def _pad_left(part: object) -> dict[str, np.ndarray]:
+    """The same rows with their padding moved to the left."""
+    arrays: dict[str, np.ndarray] = {}
+    for name, array in part.arrays.items():  # type: ignore[attr-defined]
+        shifted = np.full_like(array, part.pad_values[name])  # type: ignore[attr-defined]
+        for row, length in enumerate(part.lengths):  # type: ignore[attr-defined]
+            shifted[row, array.shape[1] - length :] = array[row, :length]
+        arrays[name] = shifted
+    return arrays
 
 
 def test_embedding_model_loads_in_bfloat16(demo_dir: Path) -> None:

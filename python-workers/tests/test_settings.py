@@ -24,6 +24,8 @@ def test_defaults() -> None:
     assert settings.max_loaded_models == 4
     assert settings.max_queue_per_device == 64
     assert settings.metrics_port == 9101
+    assert settings.progress_interval_ms == 250
+    assert settings.embedding_cuda_graphs is True
     assert settings.model_directory.is_absolute()
 
 
@@ -46,6 +48,8 @@ def test_flags_win_over_environment() -> None:
         ([], {"MAX_QUEUE_PER_DEVICE": "0"}, "MAX_QUEUE_PER_DEVICE"),
         ([], {"DEVICE_MEMORY_FRACTION": "1.5"}, "DEVICE_MEMORY_FRACTION"),
         ([], {"METRICS_PORT": "-5"}, "METRICS_PORT"),
+        ([], {"PROGRESS_INTERVAL_MS": "-1"}, "PROGRESS_INTERVAL_MS"),
+        ([], {"EMBEDDING_CUDA_GRAPHS": "sometimes"}, "EMBEDDING_CUDA_GRAPHS"),
     ],
 )
 def test_bad_setting_names_the_variable(argv: list[str], env: dict[str, str], name: str) -> None:

@@ -28,6 +28,9 @@ export function testEnv(overrides: Record<string, string | undefined> = {}): Nod
     DATA_DIRECTORY: join(scratchDir(), 'data'),
     // Tests read /health/detailed from loopback without credentials, as Prometheus would from its network.
     INTERNAL_ALLOW_LIST: '127.0.0.0/8,::1',
+    // One progress event per denoising step (workers throttle them to 4/s by
+    // default): the relay's tests count them.
+    PROGRESS_INTERVAL_MS: '0',
     ...overrides,
   };
 }

@@ -23,6 +23,7 @@ from .engine.memory_service import MemoryService
 from .engine.model_manager import ModelManager
 from .engine.model_service import ModelService
 from .engine.placement_policy import PlacementPolicy
+from .handlers import cuda_graphs
 from .handlers.loader import dtype_name
 from .interceptors import ErrorMappingInterceptor
 from .metrics import WorkerMetrics
@@ -121,6 +122,7 @@ class RunningServer:
 
 async def start_server(settings: Settings) -> RunningServer:
     """Start a server on settings.host:settings.port; SERVING once devices were probed."""
+    cuda_graphs.enable(settings.embedding_cuda_graphs)
     nvml = Nvml()
     probe = DeviceProbe(settings.worker_id, nvml)
     worker = WorkerService(settings.worker_id, probe, nvml)
@@ -161,6 +163,7 @@ async def start_server(settings: Settings) -> RunningServer:
         policy=policy,
         output_root=settings.output_directory,
         limits=settings.limits,
+        progress_interval_s=settings.progress_interval_ms / 1000,
         observer=metrics,
         on_device_failure=lambda error: holder[0].fail_device(error),
     )

@@ -206,6 +206,36 @@ def _tensor_to_pb(array: np.ndarray) -> inference_pb2.Tensor:
     return inference_pb2.Tensor(dtype=name, shape=list(array.shape), data=array.tobytes())
 
 
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+# Wire tags: InferResult.embeddings (field 2) and Embedding.values (field 1), both length-delimited.
+_EMBEDDINGS_TAG = b"\x12"
+_VALUES_TAG = b"\x0a"
+
+
+def _embeddings_wire(vectors: np.ndarray) -> bytes:
+    """InferResult.embeddings in protobuf wire format, one Embedding per row
+    with its values packed, built with numpy in one pass: parsing it back
+    (MergeFromString) copies each row at once, where building the messages
+    from Python floats cost ~10 ms for 512 rows of 384 — more than the GPU
+    spends computing them."""
+    rows, dimension = vectors.shape
+    payload = dimension * 4
+    inner = _VALUES_TAG + _varint(payload)
+    head = np.frombuffer(_EMBEDDINGS_TAG + _varint(len(inner) + payload) + inner, dtype=np.uint8)
+    wire = np.empty((rows, len(head) + payload), dtype=np.uint8)
+    wire[:, : len(head)] = head
+    wire[:, len(head) :] = np.ascontiguousarray(vectors, dtype="<f4").view(np.uint8).reshape(rows, payload)
+    return wire.tobytes()
+
+
 def _result_to_pb(result: jobs.InferenceResult) -> inference_pb2.InferResult:
     message = inference_pb2.InferResult(
         files=[
@@ -221,8 +251,8 @@ def _result_to_pb(result: jobs.InferenceResult) -> inference_pb2.InferResult:
         batch_size=result.batch_size,
         **_present(seed=result.seed),
     )
-    if result.embeddings is not None:
-        message.embeddings.extend(inference_pb2.Embedding(values=row.tolist()) for row in result.embeddings)
+    if result.embeddings is not None and len(result.embeddings):
+        message.MergeFromString(_embeddings_wire(result.embeddings))
     for name, array in result.tensors.items():
         message.tensors[name].CopyFrom(_tensor_to_pb(array))
     return message

@@ -89,6 +89,11 @@ class Settings:
     # -1 disables the metrics endpoint; 0 picks a free port.
     metrics_port: int
     limits: Limits = Limits()
+    # Least time between two progress events of one job (the first and the
+    # last step always go out); 0 sends every step.
+    progress_interval_ms: float = 250.0
+    # Small embedding passes replayed from CUDA graphs (CUDA devices only).
+    embedding_cuda_graphs: bool = True
     # Secret every WorkerService call must carry as `authorization: Bearer …`;
     # None accepts any caller, which parse_settings allows only on loopback.
     worker_token: str | None = field(default=None, repr=False)
@@ -121,6 +126,16 @@ _OPTIONS: tuple[tuple[str, str, str], ...] = (
     ("--max-queue-per-device", "MAX_QUEUE_PER_DEVICE", "jobs waiting per device before RESOURCE_EXHAUSTED (default 64)"),
     ("--max-batch-size", "MAX_BATCH_SIZE", "rows merged into one dynamic batch (default 64; 1 disables batching)"),
     ("--max-batch-delay-ms", "MAX_BATCH_DELAY_MS", "how long an idle device waits to fill a batch (default 2)"),
+    (
+        "--progress-interval-ms",
+        "PROGRESS_INTERVAL_MS",
+        "least time between a job's progress events; first and last step always sent (default 250; 0 every step)",
+    ),
+    (
+        "--embedding-cuda-graphs",
+        "EMBEDDING_CUDA_GRAPHS",
+        "replay small embedding passes from CUDA graphs on CUDA devices (default true)",
+    ),
     (
         "--device-memory-fraction",
         "DEVICE_MEMORY_FRACTION",
@@ -298,6 +313,8 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
         max_queue_per_device=_int("MAX_QUEUE_PER_DEVICE", raw("MAX_QUEUE_PER_DEVICE", "64"), 1, 100_000),
         max_batch_size=_int("MAX_BATCH_SIZE", raw("MAX_BATCH_SIZE", "64"), 1, 8192),
         max_batch_delay_ms=_float("MAX_BATCH_DELAY_MS", raw("MAX_BATCH_DELAY_MS", "2"), 0, 10_000),
+        progress_interval_ms=_float("PROGRESS_INTERVAL_MS", raw("PROGRESS_INTERVAL_MS", "250"), 0, 60_000),
+        embedding_cuda_graphs=_bool("EMBEDDING_CUDA_GRAPHS", raw("EMBEDDING_CUDA_GRAPHS", "true")),
         device_memory_fraction=_float("DEVICE_MEMORY_FRACTION", raw("DEVICE_MEMORY_FRACTION", "0.9"), 0, 1),
         metrics_port=_int("METRICS_PORT", raw("METRICS_PORT", "9101"), -1, 65535),
         worker_token=token,

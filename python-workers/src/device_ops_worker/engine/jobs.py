@@ -5,6 +5,7 @@ servicer drains into the Infer stream; device threads add events through
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import threading
 import time
@@ -99,12 +100,18 @@ class Job:
         self.model = model
         self.created = time.monotonic()
         self._loop = loop
+        # Jobs are created on the loop's thread.
+        self._loop_thread = threading.get_ident()
         self._events: asyncio.Queue[StampedEvent] = asyncio.Queue()
         self._sequence = 0
         self._lock = threading.Lock()
         self._cancel = threading.Event()
         self._cancel_reason: CancelReason | None = None
         self._terminal = False
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
 
     @property
     def finished(self) -> bool:
@@ -117,13 +124,24 @@ class Job:
     def emit(self, event: JobEvent) -> None:
         """Add an event from any thread. Nothing follows a terminal event."""
         with self._lock:
-            if self._terminal:
+            stamped = self._stamp(event)
+            if stamped is None:
                 return
-            self._terminal = isinstance(event, TERMINAL)
-            self._sequence += 1
-            stamped = StampedEvent(self._sequence, int(time.time() * 1000), event)
-            # Scheduled under the lock so events reach the queue in sequence order.
-            self._loop.call_soon_threadsafe(self._events.put_nowait, stamped)
+            # Scheduled under the lock so events reach the queue in sequence
+            # order. From the loop's own thread no wake-up is needed (the
+            # thread-safe call writes to the loop's self-pipe every time).
+            if threading.get_ident() == self._loop_thread:
+                self._loop.call_soon(self._events.put_nowait, stamped)
+            else:
+                self._loop.call_soon_threadsafe(self._events.put_nowait, stamped)
+
+    def _stamp(self, event: JobEvent) -> StampedEvent | None:
+        """The event with its sequence number; None after the terminal one. Under the lock."""
+        if self._terminal:
+            return None
+        self._terminal = isinstance(event, TERMINAL)
+        self._sequence += 1
+        return StampedEvent(self._sequence, int(time.time() * 1000), event)
 
     async def next_event(self) -> StampedEvent:
         return await self._events.get()
@@ -145,6 +163,26 @@ class Job:
         """Called at step boundaries on the device thread."""
         if self._cancel.is_set():
             raise JobCancelled()
+
+
+def emit_together(loop: asyncio.AbstractEventLoop, events: list[tuple[Job, JobEvent]]) -> None:
+    """Events of several jobs (a merged batch) from a device thread with one
+    wake-up of the event loop instead of one each. Every job's lock is held
+    until the delivery is scheduled, so each job's events stay in order."""
+    with contextlib.ExitStack() as locks:
+        deliveries: list[tuple[asyncio.Queue[StampedEvent], StampedEvent]] = []
+        for job, event in events:
+            locks.enter_context(job._lock)
+            stamped = job._stamp(event)
+            if stamped is not None:
+                deliveries.append((job._events, stamped))
+        if deliveries:
+            loop.call_soon_threadsafe(_deliver, deliveries)
+
+
+def _deliver(deliveries: list[tuple[asyncio.Queue[StampedEvent], StampedEvent]]) -> None:
+    for queue, stamped in deliveries:
+        queue.put_nowait(stamped)
 
 
 class JobRegistry:

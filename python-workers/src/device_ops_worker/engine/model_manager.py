@@ -105,6 +105,13 @@ class ModelManager:
             in_flight=self._pins.get((placement.model, placement.device_id), 0),
         )
 
+    def resident(self, model: str, device_id: str, dtype: torch.dtype) -> LoadedModel | None:
+        """The model if it is resident on the device in dtype now; not a use
+        (the LRU order is left alone). Any thread."""
+        with self._lock:
+            placement = self._placements.get((model, device_id))
+            return placement.loaded if placement is not None and placement.dtype == dtype else None
+
     def footprint_on(self, device_id: str) -> int:
         with self._lock:
             return sum(p.footprint_bytes for p in self._placements.values() if p.device_id == device_id)

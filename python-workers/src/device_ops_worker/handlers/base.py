@@ -68,6 +68,18 @@ class EmbeddingModel(LoadedModel):
     def embed(self, texts: list[str], normalize: bool) -> np.ndarray:
         """float32 array [len(texts), dimension]; row i belongs to texts[i]."""
 
+    def tokenize(self, texts: list[str]) -> Any | None:
+        """Texts prepared for ``embed_prepared``, or None when this model
+        cannot prepare them. Thread-safe: the engine calls it off the device
+        thread so that tokenizing one request overlaps the device's work on
+        another."""
+        return None
+
+    def embed_prepared(self, prepared: list[Any]) -> np.ndarray:
+        """Unnormalized float32 vectors of several ``tokenize`` results, rows
+        in order (the rows of prepared[0] first)."""
+        raise NotImplementedError(f"{type(self).__name__} does not prepare texts")
+
 
 class TensorModel(LoadedModel):
     @abc.abstractmethod
