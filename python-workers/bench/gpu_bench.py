@@ -1336,7 +1336,8 @@ def render_results(document: dict[str, Any], commit: str) -> str:
     lines = [
         f"## {when} — commit {commit}", "",
         f"{gpu}, torch {machine.get('torch')}, CUDA {machine.get('cuda')}, transformers {machine.get('transformers')}, "
-        f"diffusers {machine.get('diffusers')}, grpcio {machine.get('grpcio')}, {machine.get('usable_cpus')} CPUs; "
+        f"diffusers {machine.get('diffusers')}, grpcio {machine.get('grpcio')}, "
+        f"{machine.get('usable_cpus') or machine.get('cpu_count')} CPUs; "
         f"run took {document.get('elapsed_s')} s", "",
     ]
     embedding = document.get("embedding")
@@ -1351,7 +1352,8 @@ def render_results(document: dict[str, Any], commit: str) -> str:
         for p in embedding["points"]:
             lines.append(
                 f"| {p['batch']} | {p['bare_ms_per_batch']:.2f} | {p['bare_texts_per_s']:,.0f} | "
-                f"{p['bare_with_tokenize_texts_per_s']:,.0f} | {p.get('worker_tokenize_texts_per_s', 0):,.0f} | "
+                f"{p['bare_with_tokenize_texts_per_s']:,.0f} | "
+                f"{format(p['worker_tokenize_texts_per_s'], ',.0f') if 'worker_tokenize_texts_per_s' in p else 'n/a'} | "
                 f"{p['served_texts_per_s']:,.0f} | {p['served_1_lane_latency_ms']:.2f} | "
                 f"{p['ratio']:.0%} {'PASS' if p['pass'] else 'FAIL'} |"
             )
