@@ -374,10 +374,10 @@ class InferenceService:
         self,
         items: list[WorkItem],
         kind: type[LoadedModel],
-        compute: Callable[[Any, list[WorkItem]], list[tuple[int, dict[str, Any]]]],
+        compute: Callable[[Any, list[WorkItem]], list[dict[str, Any]]],
     ) -> list[Any]:
         """Run a merged batch: jobs cancelled while queued get JobCancelled,
-        the rest one model call; `compute` returns (rows, result fields) per
+        the rest one model call; `compute` returns the result fields of each
         live item, in order."""
         started = time.perf_counter()
         live = [item for item in items if not item.payload.job.cancelled]
@@ -390,12 +390,12 @@ class InferenceService:
             raise FailedPreconditionError(f"model: '{live[0].payload.entry.name}' cannot run {live[0].payload.task.value}")
         # One pass from started to the result: no progress events (each would
         # cost a gRPC message per job, for nothing the result does not say).
-        for item, (_rows, fields) in zip(live, compute(model, live), strict=True):
+        for item, fields in zip(live, compute(model, live), strict=True):
             results[id(item)] = self._result(item.payload, started, batch_size=len(live), **fields)
         return [results[id(item)] for item in items]
 
     def _run_embedding(self, items: list[WorkItem]) -> list[Any]:
-        def compute(model: EmbeddingModel, live: list[WorkItem]) -> list[tuple[int, dict[str, Any]]]:
+        def compute(model: EmbeddingModel, live: list[WorkItem]) -> list[dict[str, Any]]:
             # Large requests come tokenized (off this thread, see _tokenize);
             # the texts of the others are tokenized here in one call.
             ready = [item for item in live if item.payload.prepared is not None]
@@ -419,18 +419,18 @@ class InferenceService:
                 params, rows = item.payload.params, rows_of[id(item)]
                 if params.normalize:
                     rows = rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
-                produced.append((len(params.texts), {"embeddings": rows.astype(np.float32, copy=False)}))
+                produced.append({"embeddings": rows.astype(np.float32, copy=False)})
             return produced
 
         return self._run_merged(items, EmbeddingModel, compute)
 
     def _run_tensor(self, items: list[WorkItem]) -> list[Any]:
-        def compute(model: TensorModel, live: list[WorkItem]) -> list[tuple[int, dict[str, Any]]]:
+        def compute(model: TensorModel, live: list[WorkItem]) -> list[dict[str, Any]]:
             first: Plan = live[0].payload
             if len(live) == 1:
-                return [(1, {"tensors": model.run(dict(first.params.inputs))})]
+                return [{"tensors": model.run(dict(first.params.inputs))}]
             batch_dim = first.entry.manifest.batch_dim  # type: ignore[union-attr]
-            return [(item.rows, {"tensors": t}) for item, t in zip(live, self._run_tensor_batch(model, live, batch_dim), strict=True)]
+            return [{"tensors": t} for t in self._run_tensor_batch(model, live, batch_dim)]
 
         return self._run_merged(items, TensorModel, compute)
 
