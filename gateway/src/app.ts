@@ -33,7 +33,7 @@ import { SessionService } from './features/sessions/session-service.js';
 import { StreamAdmission } from './features/sessions/stream-admission.js';
 import { ServiceUnavailableError } from './errors/gateway-error.js';
 import type { WorkerPool } from './features/workers/worker-handle.js';
-import { mountRoutes, type DeclaredRoute, type RouteGuards } from './http/route.js';
+import { mountRoutes, type RouteGuards } from './http/route.js';
 import { notFoundHandler, problemMiddleware } from './http/problem-middleware.js';
 import { requestContext } from './http/request-context.js';
 
@@ -75,15 +75,7 @@ export interface GatewayApp {
   app: Express;
   openapi: OpenApiDocument;
   services: GatewayServices;
-  /** Every route with who may call it (a test checks nothing is mounted without a declaration). */
-  declared: DeclaredRoute[];
 }
-
-/** Routes mounted outside mountRoutes, declared here: the API documentation. */
-const DOCS_ROUTES: DeclaredRoute[] = [
-  { method: 'get', path: '/api-docs/openapi.json', auth: 'public' },
-  { method: 'use', path: '/api-docs', auth: 'public' },
-];
 
 function allowList(entries: readonly string[] | undefined): BlockList {
   const list = new BlockList();
@@ -179,7 +171,7 @@ export function createApp(config: Config, deps: AppDeps): GatewayApp {
         details: details ?? null,
       }),
   };
-  const { router, declared } = mountRoutes(
+  const router = mountRoutes(
     [
       ...healthRoutes(health, readiness),
       ...metricsRoutes(metrics, workers),
@@ -257,6 +249,5 @@ export function createApp(config: Config, deps: AppDeps): GatewayApp {
     app,
     openapi,
     services: { sessions, batches, apiKeys, audit, readiness, metrics },
-    declared: [...declared, ...DOCS_ROUTES],
   };
 }

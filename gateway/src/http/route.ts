@@ -85,13 +85,6 @@ export interface RouteGuards {
   audit?: (entry: { req: Request; action: string; target: string | null; outcome: 'success' | 'failure' | 'denied'; details?: Record<string, unknown> }) => void;
 }
 
-/** A route as mounted, for the check that every route declares who may call it. */
-export interface DeclaredRoute {
-  method: string;
-  path: string;
-  auth: RouteAuth;
-}
-
 const toExpressPath = (path: string) => path.replace(/\{(\w+)\}/g, ':$1');
 
 function problems(location: string, error: z.ZodError): FieldProblem[] {
@@ -155,6 +148,17 @@ function requireScope(scope: string | null, onDenied?: (req: Request) => void): 
   };
 }
 
+/**
+ * Who may call, as OpenAPI 3.1 says it: no requirement for public routes;
+ * otherwise a bearer token or an API key, with the scope the route needs as
+ * the requirement's role (3.1 allows roles for every scheme type).
+ */
+function securityOf(auth: RouteAuth): RouteConfig['security'] {
+  if (auth === 'public') return [];
+  const roles = typeof auth === 'object' && auth.scope ? [auth.scope] : [];
+  return [{ bearerAuth: roles }, { apiKeyAuth: roles }];
+}
+
 function toOpenApi(spec: RouteSpec): RouteConfig {
   const responses: RouteConfig['responses'] = {};
   const all: Record<number, ResponseSpec> = { ...spec.responses };
@@ -181,7 +185,7 @@ function toOpenApi(spec: RouteSpec): RouteConfig {
     summary: spec.summary,
     ...(spec.description ? { description: spec.description } : {}),
     tags: spec.tags,
-    security: spec.auth === 'public' ? [] : [{ bearerAuth: [] }, { apiKeyAuth: [] }],
+    security: securityOf(spec.auth),
     request,
     responses,
   };
@@ -196,13 +200,11 @@ function toOpenApi(spec: RouteSpec): RouteConfig {
 export function mountRoutes(
   routes: readonly RouteSpec[],
   options: { registry: OpenAPIRegistry; guards: RouteGuards },
-): { router: Router; declared: DeclaredRoute[] } {
+): Router {
   const router = Router();
   const { guards } = options;
-  const declared: DeclaredRoute[] = [];
   for (const spec of routes) {
     options.registry.registerPath(toOpenApi(spec));
-    declared.push({ method: spec.method, path: toExpressPath(spec.path), auth: spec.auth });
     const chain: RequestHandler[] = [];
     if (guards.perClient) chain.push(guards.perClient);
     if (spec.auth === 'internal') {
@@ -245,5 +247,5 @@ export function mountRoutes(
     });
     router[spec.method](toExpressPath(spec.path), ...chain);
   }
-  return { router, declared };
+  return router;
 }

@@ -1,8 +1,8 @@
 import { execFileSync } from 'node:child_process';
-import { createRequire } from 'node:module';
+import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
-import { Ajv } from 'ajv';
+import { Ajv2020 } from 'ajv/dist/2020.js';
 import addFormatsModule from 'ajv-formats';
 import { parse as parseYaml } from 'yaml';
 import { describe, expect, it } from 'vitest';
@@ -31,15 +31,15 @@ import {
   networksOf,
   publishedPort,
 } from './helpers/deployment.js';
-import { repoPath, repoRoot, sharedRoot } from './helpers/repo.js';
+import { repoPath, repoRoot } from './helpers/repo.js';
+import { workerPythonForTests } from '../helpers/worker-python.js';
 
-const addFormats = addFormatsModule as unknown as (ajv: Ajv) => Ajv;
-const schema = JSON.parse(readFileSync(join(sharedRoot, 'schemas', 'compose-spec.json'), 'utf8')) as object;
-const ajv = addFormats(new Ajv({ allErrors: true, strict: false }));
-// The schema names draft-07 by its https address; Ajv knows it by the http one.
-const draft7 = JSON.parse(readFileSync(createRequire(import.meta.url).resolve('ajv/dist/refs/json-schema-draft-07.json'), 'utf8'));
-ajv.addMetaSchema({ ...draft7, $id: (schema as { $schema: string }).$schema });
-const validate = ajv.compile(schema);
+const addFormats = addFormatsModule as unknown as (ajv: Ajv2020) => Ajv2020;
+// The Compose Specification's schema as Docker Compose's own library ships it (compose-spec/README.md).
+const SCHEMA_FOLDER = repoPath('gateway', 'test', 'deploy', 'compose-spec');
+const schemaText = readFileSync(join(SCHEMA_FOLDER, 'compose-spec.json'), 'utf8');
+const schemaSource = JSON.parse(readFileSync(join(SCHEMA_FOLDER, 'SOURCE.json'), 'utf8')) as { version: string; sha256: string };
+const validate = addFormats(new Ajv2020({ allErrors: true, strict: false })).compile(JSON.parse(schemaText) as object);
 const schemaErrors = (data: unknown) =>
   validate(data) ? [] : (validate.errors ?? []).map((e) => `${e.instancePath || '/'} ${e.message} ${JSON.stringify(e.params)}`);
 
@@ -75,6 +75,9 @@ const NOT_IN_COMPOSE = [
   'WORKER_TLS_KEY',
 ];
 const PUBLISHED = ['nginx', 'prometheus', 'grafana', 'seq'];
+const workerPython = workerPythonForTests();
+/** The volumes the deployment checklist's rollback restores (`device-operations_<name>`). */
+const CHECKLIST_VOLUMES = ['postgres_data', 'device_outputs'];
 
 describe('docker-compose.yml', () => {
   it.each(Object.entries(COMBINATIONS))('%s validates against the Compose Specification schema', (_name, files) => {
@@ -84,14 +87,15 @@ describe('docker-compose.yml', () => {
     expect(schemaErrors(load(files)), 'merged and interpolated').toEqual([]);
   });
 
+  it('validates against the schema copy recorded in compose-spec/SOURCE.json', () => {
+    expect(createHash('sha256').update(schemaText).digest('hex')).toBe(schemaSource.sha256);
+    expect(schemaSource.version).toMatch(/^v2\.\d+\.\d+$/);
+  });
+
   it('is the device-operations project, so volume names match the checklist', () => {
     const model = load([COMPOSE_FILE]);
     expect(model.name).toBe('device-operations');
-    const checklist = readFileSync(join(sharedRoot, 'seed', 'DEPLOYMENT_CHECKLIST.md'), 'utf8');
-    const named = [...checklist.matchAll(/device-operations_([a-z_]+)/g)].map((m) => m[1]!);
-    expect(named.length).toBeGreaterThan(0);
-    for (const volume of named) expect(Object.keys(model.volumes as JsonObject)).toContain(volume);
-    expect(Object.keys(model.volumes as JsonObject)).toEqual(expect.arrayContaining(['postgres_data', 'device_outputs', 'model_cache']));
+    expect(Object.keys(model.volumes as JsonObject)).toEqual(expect.arrayContaining([...CHECKLIST_VOLUMES, 'model_cache']));
   });
 
   it('refuses to start without each required secret, naming it, and the preflight checks the same ones', () => {
@@ -293,16 +297,16 @@ describe('docker-compose.yml', () => {
     expect(mounts.find((m) => m.target === '/outputs')).toMatchObject({ type: 'volume', source: 'device_outputs', readOnly: false });
     const gatewayMounts = (services.gateway!.volumes as Json[]).map(volumeMount);
     expect(gatewayMounts.find((m) => m.target === env(services.gateway!).OUTPUT_DIRECTORY)).toMatchObject({ source: 'device_outputs' });
-    // The worker's own settings parser, as the container would run it.
-    const python = join(repoRoot, 'python-workers', '.venv', 'bin', 'python');
-    if (existsSync(python)) {
-      const parsed = execFileSync(
-        python,
-        ['-c', 'import os; from device_ops_worker.settings import parse_settings; s = parse_settings([], os.environ); print(s.host, s.port, s.metrics_port, s.model_directory, s.worker_token is not None)'],
-        { env: { PATH: process.env.PATH, PYTHONPATH: workerSourceRoot, ...workerEnv } as NodeJS.ProcessEnv, encoding: 'utf8' },
-      );
-      expect(parsed.trim()).toBe('0.0.0.0 50051 9101 /models True');
-    }
+  });
+
+  it.skipIf(!workerPython)("gives workers an environment the worker's own settings parser reads as intended", () => {
+    const workerEnv = env(base().worker!);
+    const parsed = execFileSync(
+      workerPython!,
+      ['-c', 'import os; from device_ops_worker.settings import parse_settings; s = parse_settings([], os.environ); print(s.host, s.port, s.metrics_port, s.model_directory, s.worker_token is not None)'],
+      { env: { PATH: process.env.PATH, PYTHONPATH: workerSourceRoot, ...workerEnv } as NodeJS.ProcessEnv, encoding: 'utf8' },
+    );
+    expect(parsed.trim()).toBe('0.0.0.0 50051 9101 /models True');
   });
 
   it.each(Object.entries(COMBINATIONS))('%s: WORKER_ADDRESSES names each worker service once', (_name, files) => {
@@ -355,11 +359,16 @@ describe('docker-compose.yml', () => {
       expect.arrayContaining(['/etc/grafana/provisioning', '/var/lib/grafana/dashboards']),
     );
     const provisioning = repoPath('grafana', 'provisioning');
-    if (!existsSync(provisioning)) return; // listed as missing by the path test
-    const yamlFiles = (dir: string): string[] =>
-      existsSync(dir) ? readdirSync(dir).filter((f) => /\.ya?ml$/.test(f)).map((f) => join(dir, f)) : [];
+    // Every folder and entry the loops below check exists: nothing passes by finding nothing.
+    const yamlFiles = (dir: string): string[] => {
+      expect(existsSync(dir), `${rel(dir)} exists`).toBe(true);
+      const files = readdirSync(dir).filter((f) => /\.ya?ml$/.test(f)).map((f) => join(dir, f));
+      expect(files.length, `${rel(dir)} has provisioning files`).toBeGreaterThan(0);
+      return files;
+    };
     for (const file of yamlFiles(join(provisioning, 'dashboards'))) {
       const providers = ((parseYaml(readFileSync(file, 'utf8')) as { providers?: JsonObject[] }).providers ?? []);
+      expect(providers.length, `${rel(file)} has providers`).toBeGreaterThan(0);
       for (const provider of providers) {
         const path = String((provider.options as JsonObject | undefined)?.path ?? '');
         expect(grafanaMounts.some((m) => path === m.target || path.startsWith(`${m.target}/`)), `${rel(file)}: ${path} is mounted`).toBe(true);
@@ -367,6 +376,7 @@ describe('docker-compose.yml', () => {
     }
     for (const file of yamlFiles(join(provisioning, 'datasources'))) {
       const sources = ((parseYaml(readFileSync(file, 'utf8')) as { datasources?: JsonObject[] }).datasources ?? []);
+      expect(sources.length, `${rel(file)} has data sources`).toBeGreaterThan(0);
       for (const source of sources) {
         const host = new URL(String(source.url)).hostname;
         expect(Object.keys(services), `${rel(file)}: ${String(source.url)}`).toContain(host);

@@ -3,11 +3,13 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { findTool, requireTool } from './helpers/tools.js';
+import { requireTool } from '../helpers/tools.js';
 import { composeNginxVariables, prepareEdge, renderTemplates, testConfig, type PreparedEdge } from './helpers/nginx.js';
 import { repoPath } from './helpers/repo.js';
 
 const nginx = requireTool('nginx', 'apt-get install nginx');
+// render-config.sh renders with envsubst (Debian: gettext-base), as the NGINX image's entrypoint does.
+const envsubst = requireTool('envsubst', 'apt-get install gettext-base');
 const prepared: PreparedEdge[] = [];
 afterAll(() => {
   for (const edge of prepared) rmSync(edge.root, { recursive: true, force: true });
@@ -55,7 +57,7 @@ describe.skipIf(!nginx)('the NGINX configuration', () => {
   });
 
   // The script operators use outside Docker renders what the image's entrypoint would.
-  it.skipIf(!findTool('envsubst'))('renders the same files with nginx/scripts/render-config.sh', async () => {
+  it.skipIf(!envsubst)('renders the same files with nginx/scripts/render-config.sh', async () => {
     const edge = await prepare();
     const out = join(edge.root, 'by-script');
     const variables: Record<string, string> = { ...composeNginxVariables(), NGINX_TLS_CERTIFICATE: '/c.pem', NGINX_TLS_CERTIFICATE_KEY: '/k.pem' };

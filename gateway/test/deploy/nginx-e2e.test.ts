@@ -11,9 +11,10 @@ import { loadProtos } from '../../src/infra/grpc/protos.js';
 import { bearer } from '../helpers/http.js';
 import { startRealGateway, type RealGateway } from '../helpers/real-gateway.js';
 import { signToken } from '../helpers/tokens.js';
+import { waitFor } from '../helpers/wait.js';
 import { edgeRequest, headerCount, openRequest, type EdgeResponse } from './helpers/edge-client.js';
 import { composeNginxVariables, prepareEdge, startEdge, type RunningEdge } from './helpers/nginx.js';
-import { requireTool } from './helpers/tools.js';
+import { requireTool } from '../helpers/tools.js';
 
 /**
  * The real NGINX configuration in front of the real gateway (with a real local
@@ -153,9 +154,13 @@ describe.skipIf(!nginx)('NGINX in front of the gateway', () => {
     expect(kept.headers['x-request-id']).toBe('client-id.42');
     const replaced = await get('/health', { headers: { 'x-request-id': 'not ok!' } });
     expect(replaced.headers['x-request-id']).toMatch(/^[0-9a-f]{32}$/);
-    await new Promise((resolve) => setTimeout(resolve, 200));
+    // NGINX writes its access log after the response: wait for the three lines.
+    const ids = [made.headers['x-request-id'], 'client-id.42', replaced.headers['x-request-id']];
+    await waitFor(async () => (ids.every((id) => edge.accessLog().some((line) => line.requestId === id)) ? true : undefined), {
+      what: 'the access log lines',
+    });
     const logged = edge.accessLog().map((line) => line.requestId);
-    expect(logged).toEqual(expect.arrayContaining([made.headers['x-request-id'], 'client-id.42', replaced.headers['x-request-id']]));
+    expect(logged).toEqual(expect.arrayContaining(ids));
   });
 
   it('tells the gateway the client’s address, not one the client made up', async () => {

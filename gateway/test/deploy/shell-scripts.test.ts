@@ -3,7 +3,7 @@ import { accessSync, constants, readFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { filesUnder, repoPath } from './helpers/repo.js';
-import { requireTool } from './helpers/tools.js';
+import { requireTool } from '../helpers/tools.js';
 
 /** Every shell script of the deployment passes shellcheck (with the files it sources) and bash -n. */
 const shellcheck = requireTool('shellcheck', 'apt-get install shellcheck');

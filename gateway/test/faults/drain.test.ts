@@ -10,12 +10,11 @@ import { repoRoot } from '../../src/infra/paths.js';
 import { createPostgresTestUrl, postgresServer } from '../helpers/databases.js';
 import { testEnv } from '../helpers/env.js';
 import { getJson } from '../helpers/http.js';
-import { POSTGRES_MISSING_MESSAGE } from '../helpers/postgres.js';
 import { waitFor } from '../helpers/wait.js';
 import { alice, longJob, openExecuteStream, post } from './fault-support.js';
 
 const SERVER = join(repoRoot, 'gateway', 'dist', 'server.js');
-if (!postgresServer() && process.env.CI) throw new Error(POSTGRES_MISSING_MESSAGE.replace('skipped', 'cannot be skipped under CI'));
+// Without PostgreSQL binaries the run's global setup fails under CI, so this skips only outside it.
 
 /** The gateway as production runs it: its own process, PostgreSQL, SIGTERM from the orchestrator. */
 async function spawnGateway(databaseUrl: string, graceSeconds: number) {

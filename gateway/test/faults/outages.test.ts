@@ -1,10 +1,10 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { SessionSchema } from '../../src/features/sessions/session-schemas.js';
 import { getJson } from '../helpers/http.js';
-import { findPostgresBinaries, POSTGRES_MISSING_MESSAGE, startPostgres, type RunningPostgres } from '../helpers/postgres.js';
+import { postgresBinariesForTests, startPostgres, type RunningPostgres } from '../helpers/postgres.js';
 import type { RealGateway } from '../helpers/real-gateway.js';
 import { redisServerForTests, startRedis, type RunningRedis } from '../helpers/redis.js';
-import { waitFor } from '../helpers/wait.js';
+import { waitFor, MACHINE_MARGIN_MS } from '../helpers/wait.js';
 import { alice, health, longJob, post, quickJob, session, startFaultGateway } from './fault-support.js';
 
 interface Outcome {
@@ -38,8 +38,7 @@ function load(url: string, requests: { what: string; send: () => Promise<Respons
   };
 }
 
-const postgresBin = findPostgresBinaries();
-if (!postgresBin && process.env.CI) throw new Error(POSTGRES_MISSING_MESSAGE.replace('skipped', 'cannot be skipped under CI'));
+const postgresBin = postgresBinariesForTests();
 
 describe.skipIf(!postgresBin)('PostgreSQL stopped and restarted under load', () => {
   let pg: RunningPostgres | undefined;
@@ -106,7 +105,8 @@ describe.skipIf(!postgresBin)('PostgreSQL stopped and restarted under load', () 
     // Fast, and clear: a problem naming the database, never a 500.
     for (const o of refused) {
       expect(o.type).toBe('/problems/database-unavailable');
-      expect(o.ms).toBeLessThan(6000);
+      // Bounded by the 5 s connect timeout (DatabaseOptions), never a hang.
+      expect(o.ms).toBeLessThan(5000 + MACHINE_MARGIN_MS);
     }
     expect(traffic.outcomes.filter((o) => o.status >= 500 && o.status !== 503)).toEqual([]);
     expect(during.filter((o) => o.what === 'create').every((o) => o.status === 202 || o.status === 503)).toBe(true);

@@ -3,6 +3,7 @@ import { runInNewContext } from 'node:vm';
 import { afterEach, describe, expect, it } from 'vitest';
 import { SessionPageSchema, SessionSchema } from '../../src/features/sessions/session-schemas.js';
 import { getJson } from '../helpers/http.js';
+import { metric } from '../helpers/metrics.js';
 import type { RealGateway } from '../helpers/real-gateway.js';
 import { waitFor } from '../helpers/wait.js';
 import { alice, health, longJob, openExecuteStream, post, session, startFaultGateway } from './fault-support.js';
@@ -21,12 +22,6 @@ async function retainedHeap(): Promise<number> {
 
 /** A job that holds its slot for a moment. */
 const mediumJob = { ...longJob, parameters: { ...longJob.parameters, steps: 6, width: 128, height: 128 } };
-
-async function metric(url: string, name: string, labels = ''): Promise<number> {
-  const text = await (await fetch(`${url}/metrics`)).text();
-  const line = text.split('\n').find((l) => l.startsWith(`${name}${labels} `) || (labels === '' && l.startsWith(`${name} `)));
-  return line ? Number(line.split(' ').at(-1)) : Number.NaN;
-}
 
 async function allSessions(url: string) {
   const items = [];

@@ -2,7 +2,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { SessionPageSchema } from '../../src/features/sessions/session-schemas.js';
 import { getJson } from '../helpers/http.js';
 import type { RealGateway } from '../helpers/real-gateway.js';
-import { waitFor } from '../helpers/wait.js';
+import { waitFor, MACHINE_MARGIN_MS } from '../helpers/wait.js';
 import {
   alice,
   crashingPython,
@@ -46,7 +46,8 @@ describe('worker faults', () => {
       const last = events.at(-1)!;
       expect(last.event, `stream ${index}`).toBe('error');
       expect((last.data as { message: string }).message).toMatch(/worker worker-0 was lost (while running|before starting) the job/);
-      expect(streams[index]!.terminalAt! - killedAt, `stream ${index}: time to its terminal event`).toBeLessThan(2000);
+      // The streams break as the process dies; nothing waits on a timeout.
+      expect(streams[index]!.terminalAt! - killedAt, `stream ${index}: time to its terminal event`).toBeLessThan(MACHINE_MARGIN_MS);
     }
     // The sessions say so too, with the cause.
     for (const events of all) {
@@ -131,7 +132,7 @@ describe('worker faults', () => {
       expect(problem.type).toBe('/problems/worker-timeout');
       expect(problem.detail).toMatch(/within its deadline/);
       expect(elapsed).toBeGreaterThanOrEqual(deadlineMs - 100);
-      expect(elapsed).toBeLessThan(deadlineMs + 2000);
+      expect(elapsed).toBeLessThan(deadlineMs + MACHINE_MARGIN_MS);
 
       const frozen = await waitForWorker(url, 'worker-0', (w) => w.state === 'unreachable', 'worker-0 unreachable', 10_000);
       expect(frozen.healthy).toBe(false);

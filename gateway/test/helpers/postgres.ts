@@ -2,6 +2,7 @@ import { execFile, execFileSync, spawnSync } from 'node:child_process';
 import { promisify } from 'node:util';
 import { appendFileSync, chownSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { abandonedServerFolders, freePort } from './servers.js';
+import { requirement } from './tools.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import knexFactory, { type Knex } from 'knex';
@@ -30,6 +31,10 @@ declare module 'vitest' {
 
 export const POSTGRES_MISSING_MESSAGE =
   'PostgreSQL binaries not found: PostgreSQL tests skipped; install the postgresql package';
+
+/** The PostgreSQL binaries for a test run or file, or null to skip; a failure under CI (see requirement()). */
+export const postgresBinariesForTests = (): string | null =>
+  requirement(findPostgresBinaries(), 'PostgreSQL binaries (initdb, pg_ctl, postgres)', 'install the postgresql package');
 
 /**
  * The folder holding initdb, pg_ctl and postgres: PG_BIN, else the newest

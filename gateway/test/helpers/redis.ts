@@ -1,10 +1,11 @@
 import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { accessSync, constants, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { delimiter, join } from 'node:path';
+import { join } from 'node:path';
 import { createClient } from 'redis';
 import { freePort, killAbandonedServers, spawnServer } from './servers.js';
+import { findTool, requirement } from './tools.js';
 
 /**
  * A throwaway redis-server on a free loopback port, for tests of what the
@@ -12,35 +13,12 @@ import { freePort, killAbandonedServers, spawnServer } from './servers.js';
  * on the same port, for outage tests) by the test.
  */
 
-export const REDIS_MISSING_MESSAGE = 'redis-server not found: Redis tests skipped; install the redis-server package';
-
-/** redis-server from PATH, else /usr/bin or /usr/sbin (Debian); null when none. */
-export function findRedisServer(env: NodeJS.ProcessEnv = process.env): string | null {
-  const folders = [...(env.PATH ?? '').split(delimiter).filter(Boolean), '/usr/bin', '/usr/sbin'];
-  for (const folder of folders) {
-    const candidate = join(folder, 'redis-server');
-    try {
-      accessSync(candidate, constants.X_OK);
-      return candidate;
-    } catch {
-      // not here
-    }
-  }
-  return null;
-}
-
 /**
  * The redis-server binary for a test file, or null to skip its Redis tests
- * (with one line saying so). Under CI a missing redis-server is a failure:
- * CI must not pass by skipping a service test.
+ * (a failure under CI; see requirement()).
  */
-export function redisServerForTests(): string | null {
-  const binary = findRedisServer();
-  if (binary) return binary;
-  if (process.env.CI) throw new Error(REDIS_MISSING_MESSAGE.replace('skipped', 'cannot be skipped under CI'));
-  console.warn(REDIS_MISSING_MESSAGE);
-  return null;
-}
+export const redisServerForTests = (): string | null =>
+  requirement(findTool('redis-server'), 'redis-server', 'install the redis-server package');
 
 export interface RunningRedis {
   port: number;

@@ -3,9 +3,10 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { bearer, getJson } from '../helpers/http.js';
+import { samples } from '../helpers/metrics.js';
 import { startRealGateway, type RealGateway } from '../helpers/real-gateway.js';
 import { signToken } from '../helpers/tokens.js';
-import { waitFor } from '../helpers/wait.js';
+import { MACHINE_MARGIN_MS, waitFor } from '../helpers/wait.js';
 
 interface SeqEvent {
   Timestamp: string;
@@ -49,17 +50,6 @@ class SeqReceiver {
 const alice = bearer(signToken({ sub: 'alice', scope: 'inference' }));
 const UUID = /[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/;
 
-/** Sample values of one metric, by their label set. */
-function samples(text: string, name: string): { labels: Record<string, string>; value: number }[] {
-  return text
-    .split('\n')
-    .filter((line) => line.startsWith(`${name}{`) || line.startsWith(`${name} `))
-    .map((line) => {
-      const labels: Record<string, string> = {};
-      for (const [, key, value] of line.matchAll(/(\w+)="([^"]*)"/g)) labels[key!] = value!;
-      return { labels, value: Number(line.slice(line.lastIndexOf(' ') + 1)) };
-    });
-}
 
 describe('metrics, structured logs and one correlation id from the client to Seq', () => {
   let real: RealGateway;
@@ -170,9 +160,12 @@ describe('metrics, structured logs and one correlation id from the client to Seq
       SEQ_MAX_BUFFERED_EVENTS: '10',
     });
     try {
-      const started = performance.now();
-      for (let i = 0; i < 30; i++) expect((await fetch(`${dropping.url}/health`)).status).toBe(200);
-      expect(performance.now() - started).toBeLessThan(5_000);
+      // No request waits on Seq: each answers well within the machine's margin, none at a send timeout.
+      for (let i = 0; i < 30; i++) {
+        const started = performance.now();
+        expect((await fetch(`${dropping.url}/health`)).status).toBe(200);
+        expect(performance.now() - started).toBeLessThan(MACHINE_MARGIN_MS);
+      }
       const text = await (await fetch(`${dropping.url}/metrics`)).text();
       expect(samples(text, 'device_ops_gateway_log_events_dropped_total')[0]).toMatchObject({ labels: { sink: 'seq' } });
       expect(samples(text, 'device_ops_gateway_log_events_dropped_total')[0]!.value).toBeGreaterThan(0);

@@ -97,6 +97,27 @@ async function inTurn(count: number, send: () => Promise<Response>): Promise<num
 
 const warnings = (logs: LogCapture) => logs.find((line) => line.level === 'warn' || line.level === 'error');
 
+/**
+ * How long one request may take while Redis is away or silent: one Redis
+ * reply deadline (500 ms, RedisConnection's default) for the request that
+ * finds out, plus a stated margin of 1.5 s for this 2-core machine running
+ * suites side by side. A limiter that waited on Redis per request (or on its
+ * 1 s connect timeout) would take longer than this on some request.
+ */
+const OUTAGE_REQUEST_BUDGET_MS = 500 + 1500;
+
+/** `inTurn`, and the longest single request. */
+async function timedInTurn(count: number, send: () => Promise<Response>): Promise<{ statuses: number[]; slowestMs: number }> {
+  const result: number[] = [];
+  let slowestMs = 0;
+  for (let i = 0; i < count; i += 1) {
+    const started = performance.now();
+    result.push(...(await statuses([send()])));
+    slowestMs = Math.max(slowestMs, performance.now() - started);
+  }
+  return { statuses: result, slowestMs };
+}
+
 describe('rate limits with local counters (no REDIS_URL)', () => {
   it('refuses with 429 problem+json, Retry-After and RateLimit headers at the limit, and serves again after the window', async () => {
     const gateway = await startGateway({ RATE_LIMIT_WINDOW_SECONDS: '1', RATE_LIMIT_PER_PRINCIPAL: '3' });
@@ -221,14 +242,15 @@ describe.skipIf(!redisServer)('rate limits shared through Redis', () => {
     expect((await devices(gateway, 'key:before')).status).toBe(200);
 
     await redis.down();
-    const started = Date.now();
     const principal = `key:${randomUUID()}`;
-    // Local counters still enforce the limit, on this replica alone.
-    expect(await inTurn(6, () => devices(gateway, principal))).toEqual([200, 200, 200, 200, 200, 429]);
-    expect(Date.now() - started).toBeLessThan(3000);
+    // Local counters still enforce the limit, on this replica alone, without holding requests up.
+    const during = await timedInTurn(6, () => devices(gateway, principal));
+    expect(during.statuses).toEqual([200, 200, 200, 200, 200, 429]);
+    expect(during.slowestMs).toBeLessThan(OUTAGE_REQUEST_BUDGET_MS);
     expect(gateway.limits.status()).toMatchObject({ store: 'memory', healthy: false });
     expect(gateway.limits.status().detail).toMatch(/^redis unreachable: /);
-    // Reconnect attempts keep failing in the background; still one warning.
+    // Reconnect attempts keep failing in the background; still one warning. (A lower
+    // bound only: in 1.5 s at least one recovery probe, sent every second, fails.)
     await new Promise((resolve) => setTimeout(resolve, 1500));
     expect(await inTurn(3, () => devices(gateway, `key:${randomUUID()}`))).toEqual([200, 200, 200]);
     expect(warnings(gateway.logs)).toHaveLength(1);
@@ -254,10 +276,10 @@ describe.skipIf(!redisServer)('rate limits shared through Redis', () => {
     expect((await devices(gateway, principal)).status).toBe(200);
     redis.pause();
     try {
-      const started = Date.now();
-      expect(await inTurn(2, () => devices(gateway, principal))).toEqual([200, 200]);
-      // One command deadline (500 ms) for the request that finds out, none after.
-      expect(Date.now() - started).toBeLessThan(2000);
+      // One reply deadline for the request that finds out, none after.
+      const silent = await timedInTurn(2, () => devices(gateway, principal));
+      expect(silent.statuses).toEqual([200, 200]);
+      expect(silent.slowestMs).toBeLessThan(OUTAGE_REQUEST_BUDGET_MS);
       expect(gateway.limits.status()).toMatchObject({ store: 'memory', healthy: false });
     } finally {
       redis.resume();
@@ -271,9 +293,10 @@ describe.skipIf(!redisServer)('rate limits shared through Redis', () => {
   it('starts with local counters when Redis is unreachable, without logging the password', async () => {
     const password = 'pw-0123456789-never-logged';
     const port = await freePort();
-    const started = Date.now();
+    const started = performance.now();
     const gateway = await startGateway({ REDIS_URL: `redis://gateway:${password}@127.0.0.1:${port}/0` });
-    expect(Date.now() - started).toBeLessThan(2500);
+    // Startup waits for Redis at most startupWaitMs (1.5 s), never for ever; 2 s of margin on this machine.
+    expect(performance.now() - started).toBeLessThan(1500 + 2000);
     const status = gateway.limits.status();
     expect(status).toMatchObject({ store: 'memory', healthy: false });
     expect(status.detail).toMatch(/^redis unreachable: .*ECONNREFUSED/);

@@ -130,6 +130,47 @@ describe.each(['sqlite', 'postgres'] as Dialect[])('REST API on %s', (dialect) =
     expect(events.filter((type) => type === 'progress')).toHaveLength(3);
   });
 
+  it.skipIf(!dialectAvailable(dialect))('runs image-to-image and inpainting on uploaded images, at the requested size', async () => {
+    // A real PNG to start from: a text-to-image output of this worker.
+    const source = SessionSchema.parse((await json(await post('/api/inference/execute', t2i()))).body);
+    const sourceFile = (source.result as any).files[0] as { url: string };
+    const initImage = Buffer.from(await (await fetch(`${real.url}${sourceFile.url}`, { headers: alice })).arrayBuffer());
+    // A mask: any image does (the worker reads it as grayscale, white = repaint); another output of this worker.
+    const maskSession = SessionSchema.parse((await json(await post('/api/inference/execute', t2i({ seed: 5 })))).body);
+    const maskImage = Buffer.from(await (await fetch(`${real.url}${(maskSession.result as any).files[0].url}`, { headers: alice })).arrayBuffer());
+
+    const cases = [
+      { task: 'image-to-image', parameters: { initImage: initImage.toString('base64'), strength: 0.6 }, width: 96, height: 64 },
+      {
+        task: 'inpainting',
+        parameters: { initImage: initImage.toString('base64'), maskImage: maskImage.toString('base64') },
+        width: 64,
+        height: 96,
+      },
+    ];
+    for (const { task, parameters, width, height } of cases) {
+      const request = { task, model: 'tiny-sd', parameters: { prompt: 'the same, at night', steps: 3, seed: 3, width, height, ...parameters } };
+      const { status, body } = await json(await post('/api/inference/execute', request));
+      expect(status, JSON.stringify(body)).toBe(200);
+      const session = SessionSchema.parse(body);
+      expect(session).toMatchObject({ status: 'succeeded', task, model: 'tiny-sd', owner: 'jwt:alice' });
+      const files = (session.result as any).files as { url: string; sha256: string }[];
+      expect(files).toHaveLength(1);
+      const png = Buffer.from(await (await fetch(`${real.url}${files[0]!.url}`, { headers: alice })).arrayBuffer());
+      // The PNG signature, then IHDR's width and height (big-endian) as written in the file.
+      expect(png.subarray(0, 8)).toEqual(Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]));
+      expect([png.readUInt32BE(16), png.readUInt32BE(20)], task).toEqual([width, height]);
+      expect(createHash('sha256').update(png).digest('hex')).toBe(files[0]!.sha256);
+
+      const [row] = (await rows('sessions')).filter((r) => r.id === session.id);
+      const recorded = typeof row.parameters === 'string' ? JSON.parse(row.parameters) : row.parameters;
+      // Images are recorded by size, never as their bytes.
+      expect(recorded).toMatchObject({ prompt: 'the same, at night', steps: 3, seed: 3, width, height, initImage: { bytes: initImage.length } });
+      if (task === 'inpainting') expect(recorded.maskImage).toEqual({ bytes: maskImage.length });
+      expect(JSON.stringify(recorded)).not.toContain(initImage.toString('base64').slice(0, 40));
+    }
+  });
+
   it.skipIf(!dialectAvailable(dialect))('streams a job as Server-Sent Events ending with the result', async () => {
     const response = await fetch(`${real.url}/api/inference/execute`, {
       method: 'POST',

@@ -1,22 +1,17 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
-import type { Readable } from 'node:stream';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadConfig } from '../../src/config/config.js';
 import { DeviceListSchema } from '../../src/features/devices/device-schemas.js';
 import { DetailedHealthSchema } from '../../src/features/health/health-schemas.js';
-import { workerEnvironment } from '../../src/features/workers/local-worker-pool.js';
 import { loadProtos } from '../../src/infra/grpc/protos.js';
 import { WorkerClient } from '../../src/infra/grpc/worker-client.js';
 import { makeCertificates, type Certificates } from '../helpers/certificates.js';
-import { testEnv } from '../helpers/env.js';
 import { bearer, getJson } from '../helpers/http.js';
 import { startRealGateway, type RealGateway } from '../helpers/real-gateway.js';
+import { startStandaloneWorker, type StandaloneWorker } from '../helpers/standalone-worker.js';
 import { signToken } from '../helpers/tokens.js';
 
 /** ListDevices with a bare grpc-js client: the status code as it comes over the wire. */
@@ -83,42 +78,22 @@ describe('local workers answer only their gateway', () => {
   );
 });
 
-interface SecuredWorker {
-  child: ChildProcess;
-  address: string;
-  output: string[];
-}
-
 /** A worker started by hand, as an orchestrator would, with a token and mutual TLS. */
-async function startSecuredWorker(dir: string, token: string, certs: Certificates): Promise<SecuredWorker> {
-  const python = loadConfig(testEnv()).workerPython;
-  const args = ['-m', 'device_ops_worker', '--port', '0', '--worker-id', 'secured', '--ready-fd', '3', '--metrics-port', '-1'];
-  args.push('--model-directory', join(dir, 'models'), '--output-directory', join(dir, 'outputs'), '--cache-directory', join(dir, 'cache'));
-  const child = spawn(python, args, {
-    env: {
-      ...workerEnvironment(process.env),
-      WORKER_TOKEN: token,
-      WORKER_TLS_CERT: certs.serverCert,
-      WORKER_TLS_KEY: certs.serverKey,
-      WORKER_TLS_CLIENT_CA: certs.ca,
-    },
-    stdio: ['ignore', 'pipe', 'pipe', 'pipe'],
+function startSecuredWorker(dir: string, token: string, certs: Certificates): Promise<StandaloneWorker> {
+  return startStandaloneWorker({
+    id: 'secured',
+    dir,
+    env: { WORKER_TOKEN: token, WORKER_TLS_CERT: certs.serverCert, WORKER_TLS_KEY: certs.serverKey, WORKER_TLS_CLIENT_CA: certs.ca },
+    // By name, as in compose or Kubernetes: the certificate names localhost too.
+    host: 'localhost',
   });
-  const output: string[] = [];
-  for (const stream of [child.stdout!, child.stderr!]) createInterface({ input: stream }).on('line', (line) => output.push(line));
-  const line = await new Promise<string>((resolve, reject) => {
-    createInterface({ input: child.stdio[3] as Readable }).once('line', resolve);
-    child.once('exit', (code) => reject(new Error(`worker exited with ${code}: ${output.join('\n')}`)));
-  });
-  // By name, as in compose or Kubernetes: the certificate names localhost too.
-  return { child, address: `localhost:${(JSON.parse(line) as { port: number }).port}`, output };
 }
 
 describe('a remote worker with a token and mutual TLS', () => {
   const token = newToken();
   const wrongToken = newToken();
   let certs: Certificates;
-  let worker: SecuredWorker;
+  let worker: StandaloneWorker;
   let gateway: RealGateway;
   let misconfigured: RealGateway;
 
@@ -144,7 +119,7 @@ describe('a remote worker with a token and mutual TLS', () => {
   });
   afterAll(async () => {
     await Promise.all([gateway?.gateway.close(), misconfigured?.gateway.close()]);
-    worker?.child.kill('SIGTERM');
+    await worker?.stop();
   });
 
   it('lists the worker\'s devices over mutual TLS with the token', async () => {

@@ -55,6 +55,9 @@ describe('API documentation', () => {
     // Auth is part of each operation: public ones have none, the rest bearer.
     expect(paths['/health']!.get!.security).toEqual([]);
     expect(paths['/api/device/list']!.get!.security).toEqual([{ bearerAuth: [] }, { apiKeyAuth: [] }]);
+    // The scope a route needs is the security requirement's role.
+    expect(paths['/api/model/load']!.post!.security).toEqual([{ bearerAuth: ['models:manage'] }, { apiKeyAuth: ['models:manage'] }]);
+    expect(paths['/api/admin/keys']!.post!.security).toEqual([{ bearerAuth: ['admin'] }, { apiKeyAuth: ['admin'] }]);
     expect(Object.keys(paths['/api/device/list']!.get!.responses).sort()).toEqual(['200', '401', '503']);
     expect(paths['/api/device/list']!.get!.responses['401']!.content).toHaveProperty(['application/problem+json']);
     const schemas = (body!.components as { schemas: Record<string, unknown> }).schemas;

@@ -14,6 +14,7 @@ import type { CallOptions, InferStream } from '../../src/infra/grpc/worker-clien
 import { createLogger } from '../../src/infra/logger.js';
 import { cpuDevice } from '../helpers/fake-app.js';
 import { LogCapture } from '../helpers/log-capture.js';
+import { settledNow } from '../helpers/wait.js';
 
 // ------------------------------------------------------------ worker events
 
@@ -351,9 +352,10 @@ describe('interruptActive (shutdown)', () => {
   it('returns 0 and waitIdle is true at once when nothing runs', async () => {
     const { service } = harness([new ControlledWorker('w0')]);
     expect(await service.interruptActive('idle')).toBe(0);
-    const before = Date.now();
-    expect(await service.waitIdle(5000)).toBe(true);
-    expect(Date.now() - before).toBeLessThan(1000);
+    const idle = service.waitIdle(5000);
+    // At once: settled before any timer could fire, not after its 5 s.
+    expect(await settledNow(idle)).toBe(true);
+    expect(await idle).toBe(true);
   });
 
   it('waitIdle resolves true as soon as the last job ends by itself', async () => {
@@ -365,9 +367,9 @@ describe('interruptActive (shutdown)', () => {
     worker.streams[0]!.push(started('w0:cpu'));
     worker.streams[0]!.push(result('w0:cpu'));
     expect((await done).status).toBe('succeeded');
-    const before = Date.now();
+    // As soon as the job ended: settled with no timer between, not at the 5 s timeout.
+    expect(await settledNow(idle)).toBe(true);
     expect(await idle).toBe(true);
-    expect(Date.now() - before).toBeLessThan(1000);
   });
 });
 

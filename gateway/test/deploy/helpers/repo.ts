@@ -4,9 +4,6 @@ import { repoRoot } from '../../../src/infra/paths.js';
 
 export { repoRoot };
 
-/** The shared/ folder beside the repository (the checklist, the compose schema). */
-export const sharedRoot = join(repoRoot, '..', 'shared');
-
 export const repoPath = (...parts: string[]) => join(repoRoot, ...parts);
 
 /** Files under `dir` (recursively) whose name passes `keep`, as repository-relative paths. */
