@@ -49,27 +49,17 @@ while [ "$#" -gt 0 ]; do
     *) die "unknown argument $1 (see --help)" ;;
   esac
 done
-[ -n "$backup_root" ] || backup_root=$(setting BACKUP_DIR)
-[ -n "$backup_root" ] || backup_root=$DEPLOY_ROOT/var/backups
 [ -n "$keep" ] || keep=$(setting BACKUP_RETENTION)
 [ -n "$keep" ] || keep=7
 [[ "$keep" =~ ^[1-9][0-9]*$ ]] || die "--keep must be a whole number of at least 1 (got '$keep')"
-if { [ -n "$database_url" ] && [ -z "$outputs_dir" ]; } || { [ -z "$database_url" ] && [ -n "$outputs_dir" ]; }; then
-  die "--database-url and --outputs-dir go together (or neither, for the compose stack)"
-fi
-mode=compose
-[ -z "$database_url" ] || mode=direct
-case "$backup_root" in /*) ;; *) backup_root=$PWD/$backup_root ;; esac
+resolve_data_location "back up a stack"
 
 # --- what the mode needs ------------------------------------------------------
 if [ "$mode" = direct ]; then
-  [[ "$database_url" =~ ^postgres(ql)?:// ]] || die "--database-url must be a postgres:// URL"
   command -v pg_dump >/dev/null || die "pg_dump not found (Debian: apt-get install postgresql-client)"
   [ -d "$outputs_dir" ] || die "outputs folder $outputs_dir does not exist"
   outputs_dir=$(cd "$outputs_dir" && pwd)
 else
-  command -v docker >/dev/null || die "docker not found: back up a stack without Docker with --database-url and --outputs-dir"
-  [ -f "$ENV_FILE" ] || die "$ENV_FILE not found"
   if [ "$DRY_RUN" != true ]; then
     [ -n "$(compose ps --status running --quiet postgres 2>/dev/null)" ] ||
       die "the postgres service is not running (docker compose ps postgres): start the stack, or restore from an older backup"

@@ -56,13 +56,7 @@ while [ "$#" -gt 0 ]; do
   esac
 done
 [ -n "$which" ] || die "which backup? Give its folder, or 'latest' (see --help)"
-[ -n "$backup_root" ] || backup_root=$(setting BACKUP_DIR)
-[ -n "$backup_root" ] || backup_root=$DEPLOY_ROOT/var/backups
-if { [ -n "$database_url" ] && [ -z "$outputs_dir" ]; } || { [ -z "$database_url" ] && [ -n "$outputs_dir" ]; }; then
-  die "--database-url and --outputs-dir go together (or neither, for the compose stack)"
-fi
-mode=compose
-[ -z "$database_url" ] || mode=direct
+resolve_data_location "restore"
 backup=$(resolve_backup "$backup_root" "$which")
 
 # --- the backup is whole and intact -------------------------------------------------
@@ -72,14 +66,11 @@ backup=$(resolve_backup "$backup_root" "$which")
 [ "$restore_outputs" = false ] || [ -f "$backup/device_outputs.tar.gz" ] || die "$backup has no device_outputs.tar.gz"
 
 if [ "$mode" = direct ]; then
-  [[ "$database_url" =~ ^postgres(ql)?:// ]] || die "--database-url must be a postgres:// URL"
   [ "$restore_database" = false ] || command -v pg_restore >/dev/null || die "pg_restore not found (Debian: apt-get install postgresql-client)"
   [ -d "$outputs_dir" ] || run mkdir -p "$outputs_dir"
   [ ! -d "$outputs_dir" ] || outputs_dir=$(cd "$outputs_dir" && pwd)
   target="database $(printf '%s' "$database_url" | sed -E 's#//[^@/]*@#//#') and folder $outputs_dir"
 else
-  command -v docker >/dev/null || die "docker not found: restore without Docker with --database-url and --outputs-dir"
-  [ -f "$ENV_FILE" ] || die "$ENV_FILE not found"
   ensure_compose_files
   target="the compose stack (volumes $(volume_name postgres_data) via pg_restore, $(volume_name device_outputs))"
 fi

@@ -14,7 +14,7 @@ try {
   // built offline so a first inference works; skipped when already there.
   const models = process.env.MODEL_DIRECTORY || 'var/models';
   step(`Preparing the demo models in ${models}`);
-  await run(paths.venvPython, ['-m', 'device_ops_worker.demo_models', '--model-directory', isAbsolute(models) ? models : resolve(paths.root, models)], {
+  await run(paths.venvPython, ['-m', 'device_ops_worker_tools.demo_models', '--model-directory', isAbsolute(models) ? models : resolve(paths.root, models)], {
     env: { ...process.env, PYTHONPATH: join(paths.workers, 'src'), HF_HUB_OFFLINE: '1' },
   });
 } catch (error) {

@@ -129,6 +129,30 @@ list_backups() {
   find "$root" -mindepth 1 -maxdepth 1 -type d -name '[0-9]*T[0-9]*Z*' ! -name '*.partial' -printf '%f\n' | LC_ALL=C sort
 }
 
+# Where backup.sh and restore.sh find the data, from their options (the
+# globals database_url, outputs_dir, backup_root, ENV_FILE). Sets backup_root
+# (BACKUP_DIR, default var/backups, made absolute) and mode: direct with
+# --database-url and --outputs-dir (no Docker), compose with neither. Checks
+# what either mode needs before anything is read or written; $1 is the verb
+# for the messages ("back up", "restore").
+resolve_data_location() {
+  local verb=$1
+  [ -n "$backup_root" ] || backup_root=$(setting BACKUP_DIR)
+  [ -n "$backup_root" ] || backup_root=$DEPLOY_ROOT/var/backups
+  case "$backup_root" in /*) ;; *) backup_root=$PWD/$backup_root ;; esac
+  if { [ -n "$database_url" ] && [ -z "$outputs_dir" ]; } || { [ -z "$database_url" ] && [ -n "$outputs_dir" ]; }; then
+    die "--database-url and --outputs-dir go together (or neither, for the compose stack)"
+  fi
+  mode=compose
+  [ -z "$database_url" ] || mode=direct
+  if [ "$mode" = direct ]; then
+    [[ "$database_url" =~ ^postgres(ql)?:// ]] || die "--database-url must be a postgres:// URL"
+  else
+    command -v docker >/dev/null || die "docker not found: $verb without Docker with --database-url and --outputs-dir"
+    [ -f "$ENV_FILE" ] || die "$ENV_FILE not found"
+  fi
+}
+
 # A backup folder given as a path or as `latest`.
 resolve_backup() {
   local root=$1 which=$2 newest

@@ -77,7 +77,7 @@ export async function demoModels(): Promise<string> {
   const target = join(repoRoot, 'var', 'test-models');
   if (['tiny-sd', 'tiny-mlp'].every((model) => existsSync(join(target, model, 'manifest.json')))) return target;
   console.log(`building the demo models into ${target} …`);
-  await promisify(execFile)(DEFAULTS.workerPython, ['-m', 'device_ops_worker.demo_models', '--model-directory', target], {
+  await promisify(execFile)(DEFAULTS.workerPython, ['-m', 'device_ops_worker_tools.demo_models', '--model-directory', target], {
     env: { ...process.env, PYTHONPATH: workerSourceRoot, HF_HUB_OFFLINE: '1' },
     timeout: 300_000,
   });

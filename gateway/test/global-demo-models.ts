@@ -20,7 +20,7 @@ declare module 'vitest' {
 export default async function setup(project: TestProject): Promise<void> {
   const target = join(repoRoot, 'var', 'test-models');
   const python = loadConfig(testEnv()).workerPython;
-  await promisify(execFile)(python, ['-m', 'device_ops_worker.demo_models', '--model-directory', target], {
+  await promisify(execFile)(python, ['-m', 'device_ops_worker_tools.demo_models', '--model-directory', target], {
     env: { ...process.env, PYTHONPATH: workerSourceRoot, HF_HUB_OFFLINE: '1' },
     timeout: 300_000,
   });

@@ -608,7 +608,7 @@ def _version(package: str) -> str | None:
 
 
 def write_manifest(folder: Path, name: str, task: str, model_format: str, dtype: str) -> None:
-    from device_ops_worker.demo_models import MANIFEST_NAME, sha256_file
+    from device_ops_worker_tools.demo_models import MANIFEST_NAME, sha256_file
 
     files = {
         path.relative_to(folder).as_posix(): sha256_file(path)
@@ -652,7 +652,7 @@ def build_diffusion(folder: Path, full: bool, device: Any, dtype: Any) -> str:
     )
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from device_ops_worker.demo_models import (
+    from device_ops_worker_tools.demo_models import (
         TINY_TEXT_ENCODER_CONFIG,
         TINY_UNET_CONFIG,
         TINY_VAE_CONFIG,

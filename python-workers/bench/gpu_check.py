@@ -28,9 +28,9 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 sys.path.insert(0, str(SRC))
 
 from device_ops.v1 import inference_pb2, memory_pb2, models_pb2, worker_service_pb2_grpc  # noqa: E402
-from device_ops_worker.demo_models import prepare_demo_models  # noqa: E402
 from device_ops_worker.server import start_server  # noqa: E402
-from device_ops_worker.settings import LogLevel, Settings  # noqa: E402
+from device_ops_worker.settings import parse_settings  # noqa: E402
+from device_ops_worker_tools.demo_models import prepare_demo_models  # noqa: E402
 
 
 def png(width: int, height: int) -> bytes:
@@ -67,13 +67,12 @@ async def check_all(device_kind: str, json_path: Path | None) -> int:
         started = time.perf_counter()
         prepare_demo_models(tmp / "models")
         checks.record("prepare demo models", True, time.perf_counter() - started)
-        settings = Settings(
-            worker_id="gpu-check", host="127.0.0.1", port=0, ready_fd=None, log_level=LogLevel.WARN,
-            shutdown_grace_seconds=1, parent_pid=None, model_directory=tmp / "models",
-            output_directory=tmp / "outputs", cache_directory=tmp / "cache", allow_pickle_models=False,
-            max_loaded_models=8, max_queue_per_device=512, max_batch_size=256, max_batch_delay_ms=2,
-            device_memory_fraction=0.9, metrics_port=-1, worker_token=None, tls=None,
-        )
+        settings = parse_settings([], {
+            "WORKER_ID": "gpu-check", "WORKER_PORT": "0", "LOG_LEVEL": "warn", "SHUTDOWN_GRACE_SECONDS": "1",
+            "MODEL_DIRECTORY": str(tmp / "models"), "OUTPUT_DIRECTORY": str(tmp / "outputs"),
+            "CACHE_DIRECTORY": str(tmp / "cache"), "MAX_LOADED_MODELS": "8", "MAX_QUEUE_PER_DEVICE": "512",
+            "MAX_BATCH_SIZE": "256", "METRICS_PORT": "-1",
+        })
         running = await start_server(settings)
         device = next(d for d in running.devices if d.torch_device.type == device_kind)
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")

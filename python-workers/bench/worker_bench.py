@@ -45,7 +45,7 @@ sys.path.insert(0, str(SRC))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from device_ops.v1 import inference_pb2, models_pb2, worker_service_pb2_grpc  # noqa: E402
-from device_ops_worker.demo_models import prepare_demo_models  # noqa: E402
+from device_ops_worker_tools.demo_models import prepare_demo_models  # noqa: E402
 
 CONCURRENCY = 256
 

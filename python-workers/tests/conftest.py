@@ -12,38 +12,39 @@ from grpc_health.v1 import health_pb2_grpc
 
 from device_ops.v1 import worker_service_pb2_grpc
 from device_ops_worker.server import RunningServer, start_server
-from device_ops_worker.settings import LogLevel, Settings
+from device_ops_worker.settings import SETTINGS, Settings, parse_settings
 
 WORKER_ID = "test-worker"
 
 
 def make_settings(tmp: Path, **overrides: object) -> Settings:
+    """Settings as parse_settings builds them from an environment holding the
+    tests' own values and then `overrides`, by setting key (Settings field
+    names; tls_cert, tls_key and tls_client_ca for the TLS files). Everything
+    else keeps the worker's defaults: loopback, no token, no TLS."""
     values: dict[str, object] = {
         "worker_id": WORKER_ID,
-        "host": "127.0.0.1",
         "port": 0,
-        "ready_fd": None,
-        "log_level": LogLevel.INFO,
         "shutdown_grace_seconds": 1.0,
-        "parent_pid": None,
         "model_directory": tmp / "models",
         "output_directory": tmp / "outputs",
         "cache_directory": tmp / "cache",
-        "allow_pickle_models": False,
-        "max_loaded_models": 4,
-        "max_queue_per_device": 64,
-        "max_batch_size": 64,
-        "max_batch_delay_ms": 2.0,
-        "device_memory_fraction": 0.9,
         "metrics_port": -1,
         # Every step's progress event: what the tests of the event stream assert.
-        "progress_interval_ms": 0.0,
-        # Loopback without a token or TLS: what the tests of everything else need.
-        "worker_token": None,
-        "tls": None,
+        "progress_interval_ms": 0,
+        **overrides,
     }
-    values.update(overrides)
-    return Settings(**values)  # type: ignore[arg-type]
+    by_key = {setting.key: setting for setting in SETTINGS}
+    return parse_settings([], {by_key[key].env: _as_text(value) for key, value in values.items()})
+
+
+def _as_text(value: object) -> str:
+    """A value as the environment would spell it; None is unset."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 @dataclass

@@ -15,8 +15,8 @@ from grpc_health.v1 import health_pb2_grpc
 from PIL import Image
 
 from device_ops.v1 import inference_pb2, models_pb2, worker_service_pb2_grpc
-from device_ops_worker.demo_models import prepare_demo_models
 from device_ops_worker.server import RunningServer, start_server
+from device_ops_worker_tools.demo_models import prepare_demo_models
 
 from .conftest import make_settings
 

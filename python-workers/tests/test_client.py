@@ -37,7 +37,7 @@ def test_cli_client_generates_an_image_and_an_embedding(tmp_path: Path, tmp_path
 
         def client(*args: str) -> dict:
             done = subprocess.run(
-                [sys.executable, "-m", "device_ops_worker.client", "--address", address, *args],
+                [sys.executable, "-m", "device_ops_worker_tools.client", "--address", address, *args],
                 env=env, capture_output=True, text=True, timeout=300, check=True,
             )
             return json.loads(done.stdout)

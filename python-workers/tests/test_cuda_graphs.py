@@ -8,7 +8,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from device_ops_worker.handlers import cuda_graphs
 from device_ops_worker.handlers.cuda_graphs import GraphedForward
 
 PAD = {"input_ids": 7, "attention_mask": 0, "token_type_ids": 0}
@@ -61,11 +60,3 @@ def test_a_failed_capture_turns_graphs_off_and_the_caller_runs_eagerly() -> None
     assert graphed(_inputs(2, 8)) is None and graphed.captured == []
     assert forward(_inputs(2, 8)).tolist() == [[8.0], [8.0]]
 
-
-def test_the_setting_applies_to_models_loaded_afterwards() -> None:
-    assert cuda_graphs.enabled()
-    cuda_graphs.enable(False)
-    try:
-        assert not cuda_graphs.enabled()
-    finally:
-        cuda_graphs.enable(True)

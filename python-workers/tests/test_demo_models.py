@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from device_ops_worker.demo_models import (
+from device_ops_worker_tools.demo_models import (
     DEMO_MODELS,
     build_clip_tokenizer,
     is_valid_model_folder,

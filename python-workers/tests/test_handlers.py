@@ -15,11 +15,10 @@ import pytest
 import torch
 from PIL import Image
 
-from device_ops_worker.demo_models import prepare_demo_models
 from device_ops_worker.errors import CancelledError, FailedPreconditionError, InvalidArgumentError
 from device_ops_worker.handlers import (
+    LoadOptions,
     check_scheduler,
-    estimate_load_bytes,
     load_model,
     parse_dtype,
     scheduler_names,
@@ -28,17 +27,15 @@ from device_ops_worker.handlers import (
 from device_ops_worker.handlers import embedding as embedding_handler
 from device_ops_worker.handlers.base import DiffusionModel, EmbeddingModel, TensorModel, UpscalerModel
 from device_ops_worker.handlers.loader import short_reason
-from device_ops_worker.types import (
-    DIFFUSION_TASKS,
-    ImageGenerationParams,
-    ModelEntry,
-    ModelFormat,
-    ModelManifest,
-    Task,
-    TensorSpec,
-)
+from device_ops_worker.model_entry import DIFFUSION_TASKS, ModelEntry, ModelFormat, ModelManifest, Task, TensorSpec
+from device_ops_worker.models.sizing import estimate_load_bytes
+from device_ops_worker.task_params import ImageGenerationParams
+from device_ops_worker_tools.demo_models import prepare_demo_models
 
 CPU = torch.device("cpu")
+# The worker's defaults: safetensors only, CUDA graphs on (moot on the CPU).
+SAFETENSORS_ONLY = LoadOptions(allow_pickle=False, cuda_graphs=True)
+PICKLE_ALLOWED = LoadOptions(allow_pickle=True, cuda_graphs=True)
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".bin")
 
 
@@ -91,7 +88,7 @@ def entry_for(folder: Path, name: str | None = None, **changes: object) -> Model
 
 @pytest.fixture(scope="module")
 def sd(demo_dir: Path) -> Iterator[DiffusionModel]:
-    model = load_model(entry_for(demo_dir / "tiny-sd"), CPU, torch.float32, allow_pickle=False)
+    model = load_model(entry_for(demo_dir / "tiny-sd"), CPU, torch.float32, SAFETENSORS_ONLY)
     assert isinstance(model, DiffusionModel)
     yield model
     model.close()
@@ -99,7 +96,7 @@ def sd(demo_dir: Path) -> Iterator[DiffusionModel]:
 
 @pytest.fixture(scope="module")
 def minilm(demo_dir: Path) -> Iterator[EmbeddingModel]:
-    model = load_model(entry_for(demo_dir / "minilm"), CPU, torch.float32, allow_pickle=False)
+    model = load_model(entry_for(demo_dir / "minilm"), CPU, torch.float32, SAFETENSORS_ONLY)
     assert isinstance(model, EmbeddingModel)
     yield model
     model.close()
@@ -323,6 +320,22 @@ def test_cpu_models_use_no_cuda_graphs(minilm: EmbeddingModel) -> None:
     assert minilm.graphs is None  # type: ignore[attr-defined]
 
 
+@pytest.mark.parametrize("on", [True, False])
+def test_the_setting_decides_whether_cuda_models_use_graphs(minilm: EmbeddingModel, on: bool) -> None:
+    # Built for a CUDA device without touching it: graphs are captured on first use only.
+    model = embedding_handler.TransformerEmbeddingModel(
+        minilm.entry,
+        torch.device("cuda", 0),
+        torch.float32,
+        tokenizer=minilm._tokenizer,  # type: ignore[attr-defined]
+        model=minilm._model,  # type: ignore[attr-defined]
+        pooling=minilm.pooling,  # type: ignore[attr-defined]
+        max_length=minilm.max_length,  # type: ignore[attr-defined]
+        cuda_graphs=on,
+    )
+    assert (model.graphs is not None) is on
+
+
 def test_forward_passes_stay_within_the_token_budget() -> None:
     lengths = np.array([3, 3, 4, 8, 9, 30, 100])
     passes = embedding_handler._passes(lengths, 16)
@@ -378,7 +391,7 @@ def _pad_left(part: object) -> dict[str, np.ndarray]:
 
 
 def test_embedding_model_loads_in_bfloat16(demo_dir: Path) -> None:
-    model = load_model(entry_for(demo_dir / "minilm"), CPU, torch.bfloat16, allow_pickle=False)
+    model = load_model(entry_for(demo_dir / "minilm"), CPU, torch.bfloat16, SAFETENSORS_ONLY)
     try:
         vectors = model.embed([FOOD, BREAD], normalize=True)  # type: ignore[attr-defined]
         assert vectors.dtype == np.float32
@@ -390,7 +403,7 @@ def test_embedding_model_loads_in_bfloat16(demo_dir: Path) -> None:
 def test_transformers_folder_without_embedding_task_is_refused(demo_dir: Path) -> None:
     entry = entry_for(demo_dir / "minilm", tasks=frozenset({Task.TENSOR}))
     with pytest.raises(FailedPreconditionError, match="text-embedding only"):
-        load_model(entry, CPU, torch.float32, allow_pickle=False)
+        load_model(entry, CPU, torch.float32, SAFETENSORS_ONLY)
 
 
 # ---------------------------------------------------------------- torchscript
@@ -398,7 +411,7 @@ def test_transformers_folder_without_embedding_task_is_refused(demo_dir: Path) -
 
 def test_tensor_model_matches_the_module_run_directly(demo_dir: Path) -> None:
     entry = entry_for(demo_dir / "tiny-mlp")
-    model = load_model(entry, CPU, torch.float32, allow_pickle=False)
+    model = load_model(entry, CPU, torch.float32, SAFETENSORS_ONLY)
     assert isinstance(model, TensorModel)
     x = np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32)
     x.flags.writeable = False  # as when decoded straight from request bytes
@@ -412,10 +425,10 @@ def test_tensor_model_matches_the_module_run_directly(demo_dir: Path) -> None:
 
 
 def test_tensor_model_in_bfloat16_still_returns_float32(demo_dir: Path) -> None:
-    model = load_model(entry_for(demo_dir / "tiny-mlp"), CPU, torch.bfloat16, allow_pickle=False)
+    model = load_model(entry_for(demo_dir / "tiny-mlp"), CPU, torch.bfloat16, SAFETENSORS_ONLY)
     assert isinstance(model, TensorModel)
     x = np.ones((2, 4), dtype=np.float32)
-    reference = load_model(entry_for(demo_dir / "tiny-mlp"), CPU, torch.float32, allow_pickle=False)
+    reference = load_model(entry_for(demo_dir / "tiny-mlp"), CPU, torch.float32, SAFETENSORS_ONLY)
     result = model.run({"x": x})["y"]
     assert result.dtype == np.float32
     np.testing.assert_allclose(result, reference.run({"x": x})["y"], atol=0.05)  # type: ignore[attr-defined]
@@ -423,13 +436,13 @@ def test_tensor_model_in_bfloat16_still_returns_float32(demo_dir: Path) -> None:
 
 def test_tensor_model_without_declared_names_uses_defaults(demo_dir: Path) -> None:
     entry = entry_for(demo_dir / "tiny-mlp", manifest=None)
-    model = load_model(entry, CPU, torch.float32, allow_pickle=False)
+    model = load_model(entry, CPU, torch.float32, SAFETENSORS_ONLY)
     outputs = model.run({"anything": np.zeros((1, 4), dtype=np.float32)})  # type: ignore[attr-defined]
     assert list(outputs) == ["output"]
 
 
 def test_upscaler_doubles_the_size_and_keeps_the_picture(demo_dir: Path) -> None:
-    model = load_model(entry_for(demo_dir / "tiny-upscaler"), CPU, torch.float32, allow_pickle=False)
+    model = load_model(entry_for(demo_dir / "tiny-upscaler"), CPU, torch.float32, SAFETENSORS_ONLY)
     assert isinstance(model, UpscalerModel) and model.scale == 2
     source = gradient_image(20, 12)
     result = model.upscale(source)
@@ -443,7 +456,7 @@ def test_upscaler_without_manifest_scale_is_refused(demo_dir: Path) -> None:
     assert entry.manifest is not None
     entry = dataclasses.replace(entry, manifest=dataclasses.replace(entry.manifest, scale=None))
     with pytest.raises(FailedPreconditionError, match="manifest.scale"):
-        load_model(entry, CPU, torch.float32, allow_pickle=False)
+        load_model(entry, CPU, torch.float32, SAFETENSORS_ONLY)
 
 
 # ---------------------------------------------------------------- sizing
@@ -454,7 +467,7 @@ def test_upscaler_without_manifest_scale_is_refused(demo_dir: Path) -> None:
 def test_estimate_is_never_below_the_loaded_footprint(demo_dir: Path, name: str, dtype: torch.dtype) -> None:
     entry = entry_for(demo_dir / name)
     estimate = estimate_load_bytes(entry, dtype)
-    model = load_model(entry, CPU, dtype, allow_pickle=False)
+    model = load_model(entry, CPU, dtype, SAFETENSORS_ONLY)
     try:
         actual = model.parameter_bytes()
     finally:
@@ -513,7 +526,7 @@ def test_corrupted_weights_fail_cleanly_and_free_everything(demo_dir: Path, tmp_
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     before = (_live(AutoencoderKL), _live(CLIPTextModel))
     with pytest.raises(FailedPreconditionError) as raised:
-        load_model(entry_for(broken, name="broken-sd"), CPU, torch.float32, allow_pickle=False)
+        load_model(entry_for(broken, name="broken-sd"), CPU, torch.float32, SAFETENSORS_ONLY)
     message = raised.value.message
     assert message.startswith("model 'broken-sd': weights could not be loaded: ")
     assert str(tmp_path) not in message and "\n" not in message
@@ -532,8 +545,8 @@ def test_pickled_weights_load_only_when_allowed(demo_dir: Path, tmp_path: Path) 
     (text_encoder / "model.safetensors").unlink()
     entry = entry_for(folder, name="pickled-sd")
     with pytest.raises(FailedPreconditionError, match="^model 'pickled-sd': weights could not be loaded"):
-        load_model(entry, CPU, torch.float32, allow_pickle=False)
-    model = load_model(entry, CPU, torch.float32, allow_pickle=True)
+        load_model(entry, CPU, torch.float32, SAFETENSORS_ONLY)
+    model = load_model(entry, CPU, torch.float32, PICKLE_ALLOWED)
     try:
         assert estimate_load_bytes(entry, torch.float32) >= model.parameter_bytes()
     finally:
@@ -561,5 +574,5 @@ def test_running_out_of_device_memory_while_loading_stays_an_oom_error(
     monkeypatch.setattr(TorchScriptTensorModel, "load", out_of_memory)
     expected = r"^model 'tiny-mlp': out of device memory while loading$"
     with pytest.raises(torch.OutOfMemoryError, match=expected) as raised:
-        load_model(entry_for(demo_dir / "tiny-mlp"), CPU, torch.float32, allow_pickle=False)
+        load_model(entry_for(demo_dir / "tiny-mlp"), CPU, torch.float32, SAFETENSORS_ONLY)
     assert raised.value.__context__ is None  # unwrapped, without the failed load's frames

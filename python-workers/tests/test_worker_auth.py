@@ -90,6 +90,15 @@ def _tls(certificates: Certificates, *, mutual: bool) -> TlsSettings:
     )
 
 
+def _tls_files(certificates: Certificates, *, mutual: bool) -> dict[str, object]:
+    """The same TLS settings as files, the way an operator gives them."""
+    return {
+        "tls_cert": certificates.server_cert,
+        "tls_key": certificates.server_key,
+        "tls_client_ca": certificates.ca if mutual else None,
+    }
+
+
 def _tls_channel(port: int, certificates: Certificates, cert: Path | None = None, key: Path | None = None) -> grpc.aio.Channel:
     credentials = grpc.ssl_channel_credentials(
         root_certificates=certificates.ca.read_bytes(),
@@ -264,40 +273,40 @@ def test_the_process_refuses_to_listen_on_all_interfaces_without_a_token(tmp_pat
 
 
 async def test_a_tls_worker_serves_a_client_that_trusts_its_ca(serve: Serve, certificates: Certificates) -> None:
-    running = await serve(tls=_tls(certificates, mutual=False))
+    running = await serve(**_tls_files(certificates, mutual=False))
     async with _tls_channel(running.port, certificates) as channel:
         assert await _list_devices(channel) == "test-worker:cpu"
 
 
 async def test_a_tls_worker_refuses_a_plaintext_client(serve: Serve, certificates: Certificates) -> None:
-    running = await serve(tls=_tls(certificates, mutual=False))
+    running = await serve(**_tls_files(certificates, mutual=False))
     async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
         error = await _refusal(_list_devices(channel))
     assert error.code() == grpc.StatusCode.UNAVAILABLE
 
 
 async def test_mutual_tls_refuses_a_client_without_a_certificate(serve: Serve, certificates: Certificates) -> None:
-    running = await serve(tls=_tls(certificates, mutual=True))
+    running = await serve(**_tls_files(certificates, mutual=True))
     async with _tls_channel(running.port, certificates) as channel:
         error = await _refusal(_list_devices(channel))
     assert error.code() == grpc.StatusCode.UNAVAILABLE
 
 
 async def test_mutual_tls_refuses_a_certificate_from_another_ca(serve: Serve, certificates: Certificates) -> None:
-    running = await serve(tls=_tls(certificates, mutual=True))
+    running = await serve(**_tls_files(certificates, mutual=True))
     async with _tls_channel(running.port, certificates, certificates.stranger_cert, certificates.stranger_key) as channel:
         error = await _refusal(_list_devices(channel))
     assert error.code() == grpc.StatusCode.UNAVAILABLE
 
 
 async def test_mutual_tls_serves_a_client_with_its_certificate(serve: Serve, certificates: Certificates) -> None:
-    running = await serve(tls=_tls(certificates, mutual=True))
+    running = await serve(**_tls_files(certificates, mutual=True))
     async with _tls_channel(running.port, certificates, certificates.client_cert, certificates.client_key) as channel:
         assert await _list_devices(channel) == "test-worker:cpu"
 
 
 async def test_token_and_mutual_tls_together(serve: Serve, certificates: Certificates) -> None:
-    running = await serve(tls=_tls(certificates, mutual=True), worker_token=TOKEN)
+    running = await serve(**_tls_files(certificates, mutual=True), worker_token=TOKEN)
     async with _tls_channel(running.port, certificates, certificates.client_cert, certificates.client_key) as channel:
         error = await _refusal(_list_devices(channel))
         assert error.code() == grpc.StatusCode.UNAUTHENTICATED
@@ -316,8 +325,6 @@ def test_settings_from_files_match_what_the_server_uses(certificates: Certificat
 
 
 async def test_a_key_that_does_not_match_the_certificate_fails_to_bind(serve: Serve, certificates: Certificates) -> None:
-    mismatched = TlsSettings(
-        certificate_chain=certificates.server_cert.read_bytes(), private_key=certificates.client_key.read_bytes()
-    )
+    mismatched = {"tls_cert": certificates.server_cert, "tls_key": certificates.client_key}
     with pytest.raises(OSError, match="WORKER_TLS_KEY matches WORKER_TLS_CERT"):
-        await serve(tls=mismatched)
+        await serve(**mismatched)

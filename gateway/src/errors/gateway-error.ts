@@ -22,6 +22,15 @@ export abstract class GatewayError extends Error {
     super(detail, options);
     this.name = new.target.name;
   }
+
+  /**
+   * A refusal rather than a fault: the client's mistake (4xx) or capacity
+   * it can retry for (503 with Retry-After). Logged at info, without a stack;
+   * faults (other 5xx) at error.
+   */
+  isRefusal(): boolean {
+    return this.status < 500;
+  }
 }
 
 export interface FieldProblem {
@@ -122,6 +131,10 @@ export class ServiceUnavailableError extends GatewayError {
     if (retryAfterSeconds !== undefined) this.headers['Retry-After'] = String(retryAfterSeconds);
     // Clients see which bound refused them, as metrics do.
     this.extensions.reason = reason;
+  }
+
+  override isRefusal(): boolean {
+    return true;
   }
 }
 

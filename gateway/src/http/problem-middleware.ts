@@ -53,14 +53,13 @@ export function problemMiddleware(metrics?: GatewayMetrics) {
     const log = req.context?.log;
     const fields = { errorId: problem.id, status: problem.status, type: problem.type, err: error };
     const refusal = { errorId: problem.id, status: problem.status, type: problem.type, detail: problem.detail };
-    // Capacity refusals are backpressure working, not faults: no stack, and no error-level flood under overload.
-    if (problem instanceof ServiceUnavailableError) log?.info('request refused', refusal);
-    else if (problem instanceof DatabaseUnavailableError) {
+    if (problem instanceof DatabaseUnavailableError) {
       const cause = [(error as { code?: string }).code, (error as Error)?.message].filter(Boolean).join(': ');
       log?.warn('request refused: database unavailable', { ...refusal, cause });
-    }
-    else if (problem.status >= 500) log?.error('request failed', fields);
-    else log?.info('request refused', refusal);
+    } else if (problem.isRefusal()) {
+      // Client mistakes and capacity refusals (ours or a worker's) are not faults: no stack, and no error-level flood under overload.
+      log?.info('request refused', refusal);
+    } else log?.error('request failed', fields);
     if (res.headersSent) {
       next(error);
       return;

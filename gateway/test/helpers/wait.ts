@@ -1,7 +1,3 @@
-import { readdirSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-
 /** Poll `check` until it returns a value (not undefined) or the timeout passes. */
 export async function waitFor<T>(
   check: () => Promise<T | undefined>,

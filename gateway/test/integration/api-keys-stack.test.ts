@@ -3,9 +3,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Dialect } from '../../src/infra/database/database.js';
-import { createPostgresTestUrl, dialectAvailable } from '../helpers/databases.js';
+import { dialectAvailable } from '../helpers/databases.js';
 import { bearer, getJson } from '../helpers/http.js';
-import { startRealGateway, type RealGateway } from '../helpers/real-gateway.js';
+import { startRealGatewayOn, type GatewayOnDatabase } from '../helpers/real-gateway.js';
 import { startStandaloneWorker, type StandaloneWorker } from '../helpers/standalone-worker.js';
 import { signToken } from '../helpers/tokens.js';
 import { waitFor } from '../helpers/wait.js';
@@ -23,9 +23,8 @@ const apiKey = (key: string) => ({ 'x-api-key': key });
 
 describe.each(['sqlite', 'postgres'] as Dialect[])('API keys and audit through the real gateway on %s', (dialect) => {
   let worker: StandaloneWorker;
-  let first: RealGateway;
-  let second: RealGateway | undefined;
-  let drop: (() => Promise<void>) | undefined;
+  let first: GatewayOnDatabase;
+  let second: GatewayOnDatabase | undefined;
 
   const urls = () => [first.url, ...(second ? [second.url] : [])];
   const knex = () => first.gateway.database.knex;
@@ -48,25 +47,16 @@ describe.each(['sqlite', 'postgres'] as Dialect[])('API keys and audit through t
   beforeAll(async () => {
     if (!dialectAvailable(dialect)) return;
     worker = await startStandaloneWorker({ id: `keys-${dialect}`, dir: mkdtempSync(join(tmpdir(), 'keys-worker-')) });
-    const env: Record<string, string> = {
-      WORKER_ADDRESSES: worker.address,
-      DATA_DIRECTORY: mkdtempSync(join(tmpdir(), 'keys-data-')),
-      LOG_LEVEL: 'warn',
-    };
-    if (dialect === 'postgres') {
-      const database = await createPostgresTestUrl();
-      env.DATABASE_URL = database.url;
-      drop = database.drop;
-    }
-    first = await startRealGateway(env);
-    if (dialect === 'postgres') second = await startRealGateway({ ...env, DATA_DIRECTORY: mkdtempSync(join(tmpdir(), 'keys-data-')) });
+    const env = { WORKER_ADDRESSES: worker.address, LOG_LEVEL: 'warn' };
+    first = await startRealGatewayOn(dialect, env);
+    // A second instance on the same PostgreSQL database.
+    if (dialect === 'postgres') second = await startRealGatewayOn(dialect, { ...env, DATABASE_URL: first.gateway.config.databaseUrl! });
   });
 
   afterAll(async () => {
-    await second?.gateway.close();
-    await first?.gateway.close();
+    await second?.close();
+    await first?.close();
     await worker?.stop();
-    await drop?.();
   });
 
   it.skipIf(!dialectAvailable(dialect))('uses the configured database on every instance', () => {

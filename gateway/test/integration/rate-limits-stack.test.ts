@@ -3,10 +3,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { Dialect } from '../../src/infra/database/database.js';
-import { createPostgresTestUrl, dialectAvailable } from '../helpers/databases.js';
+import { dialectAvailable } from '../helpers/databases.js';
 import { bearer } from '../helpers/http.js';
 import { metric, metricTotal, samples } from '../helpers/metrics.js';
-import { startRealGateway, type RealGateway } from '../helpers/real-gateway.js';
+import { startRealGatewayOn, type GatewayOnDatabase } from '../helpers/real-gateway.js';
 import { signToken } from '../helpers/tokens.js';
 
 /**
@@ -31,8 +31,7 @@ let addresses = 0;
 const newClient = () => `203.0.113.${(addresses += 1)}`;
 
 describe.each(['sqlite', 'postgres'] as Dialect[])('rate limits through the real gateway on %s', (dialect) => {
-  let real: RealGateway;
-  let drop: (() => Promise<void>) | undefined;
+  let real: GatewayOnDatabase;
 
   const call = (path: string, client: string, headers: Record<string, string> = {}, body?: unknown) =>
     fetch(`${real.url}${path}`, {
@@ -50,28 +49,18 @@ describe.each(['sqlite', 'postgres'] as Dialect[])('rate limits through the real
 
   beforeAll(async () => {
     if (!dialectAvailable(dialect)) return;
-    const env: Record<string, string> = {
+    real = await startRealGatewayOn(dialect, {
       MODEL_DIRECTORY: inject('demoModels'),
       OUTPUT_DIRECTORY: mkdtempSync(join(tmpdir(), 'limits-out-')),
-      DATA_DIRECTORY: mkdtempSync(join(tmpdir(), 'limits-data-')),
       TRUST_PROXY: '1',
       RATE_LIMIT_PER_IP: String(PER_IP),
       RATE_LIMIT_PER_PRINCIPAL: String(PER_PRINCIPAL),
       RATE_LIMIT_INFERENCE_PER_PRINCIPAL: String(INFERENCE),
       LOG_LEVEL: 'warn',
-    };
-    if (dialect === 'postgres') {
-      const database = await createPostgresTestUrl();
-      env.DATABASE_URL = database.url;
-      drop = database.drop;
-    }
-    real = await startRealGateway(env);
+    });
   });
 
-  afterAll(async () => {
-    await real?.gateway.close();
-    await drop?.();
-  });
+  afterAll(() => real?.close());
 
   it.skipIf(!dialectAvailable(dialect))('answers an anonymous flood from one address with 429 before any credential is checked', async () => {
     const client = newClient();

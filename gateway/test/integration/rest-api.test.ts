@@ -6,9 +6,9 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { Dialect } from '../../src/infra/database/database.js';
 import { DeviceListSchema } from '../../src/features/devices/device-schemas.js';
 import { SessionPageSchema, SessionSchema } from '../../src/features/sessions/session-schemas.js';
-import { createPostgresTestUrl, dialectAvailable } from '../helpers/databases.js';
+import { dialectAvailable } from '../helpers/databases.js';
 import { bearer, getJson } from '../helpers/http.js';
-import { startRealGateway, type RealGateway } from '../helpers/real-gateway.js';
+import { startRealGatewayOn, type GatewayOnDatabase } from '../helpers/real-gateway.js';
 import { readSse, type SseEvent } from '../helpers/sse.js';
 import { signToken } from '../helpers/tokens.js';
 import { waitFor } from '../helpers/wait.js';
@@ -25,8 +25,7 @@ const t2i = (parameters: Record<string, unknown> = {}) => ({
 });
 
 describe.each(['sqlite', 'postgres'] as Dialect[])('REST API on %s', (dialect) => {
-  let real: RealGateway;
-  let drop: (() => Promise<void>) | undefined;
+  let real: GatewayOnDatabase;
   let outputs: string;
 
   const post = (path: string, body: unknown, headers: Record<string, string> = alice) =>
@@ -37,24 +36,10 @@ describe.each(['sqlite', 'postgres'] as Dialect[])('REST API on %s', (dialect) =
   beforeAll(async () => {
     if (!dialectAvailable(dialect)) return;
     outputs = mkdtempSync(join(tmpdir(), 'device-ops-outputs-'));
-    const env: Record<string, string> = {
-      MODEL_DIRECTORY: inject('demoModels'),
-      OUTPUT_DIRECTORY: outputs,
-      DATA_DIRECTORY: mkdtempSync(join(tmpdir(), 'device-ops-data-')),
-      LOG_LEVEL: 'warn',
-    };
-    if (dialect === 'postgres') {
-      const database = await createPostgresTestUrl();
-      env.DATABASE_URL = database.url;
-      drop = database.drop;
-    }
-    real = await startRealGateway(env);
+    real = await startRealGatewayOn(dialect, { MODEL_DIRECTORY: inject('demoModels'), OUTPUT_DIRECTORY: outputs, LOG_LEVEL: 'warn' });
   });
 
-  afterAll(async () => {
-    await real?.gateway.close();
-    await drop?.();
-  });
+  afterAll(() => real?.close());
 
   it.skipIf(!dialectAvailable(dialect))('uses the configured database', () => {
     expect(real.gateway.database.dialect).toBe(dialect);

@@ -4,10 +4,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { Dialect } from '../../src/infra/database/database.js';
-import { createPostgresTestUrl, dialectAvailable } from '../helpers/databases.js';
+import { dialectAvailable } from '../helpers/databases.js';
 import { bearer } from '../helpers/http.js';
 import { samples } from '../helpers/metrics.js';
-import { startRealGateway, type RealGateway } from '../helpers/real-gateway.js';
+import { startRealGatewayOn, type GatewayOnDatabase } from '../helpers/real-gateway.js';
 import { signToken } from '../helpers/tokens.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -54,8 +54,7 @@ const PARAMETER_VALUES: Record<string, () => string> = {
 };
 
 describe.each(['sqlite', 'postgres'] as Dialect[])('every non-public route refuses callers without its credentials, on %s', (dialect) => {
-  let real: RealGateway;
-  let drop: (() => Promise<void>) | undefined;
+  let real: GatewayOnDatabase;
   let operations: { method: string; path: string; operation: Operation }[] = [];
 
   // Calls the gateway made to workers, by rpc; the health monitor's own checks left out.
@@ -80,32 +79,22 @@ describe.each(['sqlite', 'postgres'] as Dialect[])('every non-public route refus
 
   beforeAll(async () => {
     if (!dialectAvailable(dialect)) return;
-    const env: Record<string, string> = {
+    real = await startRealGatewayOn(dialect, {
       MODEL_DIRECTORY: inject('demoModels'),
       OUTPUT_DIRECTORY: mkdtempSync(join(tmpdir(), 'route-auth-out-')),
-      DATA_DIRECTORY: mkdtempSync(join(tmpdir(), 'route-auth-data-')),
       // Nobody is on the allow-list: /health/detailed and /metrics need credentials.
       INTERNAL_ALLOW_LIST: '',
       RATE_LIMIT_PER_IP: '100000',
       RATE_LIMIT_PER_PRINCIPAL: '100000',
       LOG_LEVEL: 'warn',
-    };
-    if (dialect === 'postgres') {
-      const database = await createPostgresTestUrl();
-      env.DATABASE_URL = database.url;
-      drop = database.drop;
-    }
-    real = await startRealGateway(env);
+    });
     const document = (await (await fetch(`${real.url}/api-docs/openapi.json`)).json()) as { paths: Record<string, Record<string, Operation>> };
     operations = Object.entries(document.paths).flatMap(([path, methods]) =>
       Object.entries(methods).map(([method, operation]) => ({ method, path, operation })),
     );
   });
 
-  afterAll(async () => {
-    await real?.gateway.close();
-    await drop?.();
-  });
+  afterAll(() => real?.close());
 
   it.skipIf(!dialectAvailable(dialect))('documents every route the app mounts, each with its security', () => {
     const documented = new Set(operations.map((o) => `${o.method} ${o.path.replace(/\{(\w+)\}/g, ':$1')}`));

@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { repoRoot } from '../../src/infra/paths.js';
@@ -10,9 +10,10 @@ import { outsidePaths } from '../helpers/outside-paths.js';
  * beside or above it. `.ci/` is CI's own and may use what CI lays beside the
  * clone; the lockfile and binary files are not read.
  */
-const tracked = execFileSync('git', ['-C', repoRoot, 'ls-files', '-z'], { encoding: 'utf8' })
+// Tracked files and new ones git does not ignore, as they are in the working tree.
+const tracked = execFileSync('git', ['-C', repoRoot, 'ls-files', '-z', '--cached', '--others', '--exclude-standard'], { encoding: 'utf8' })
   .split('\0')
-  .filter((file) => file !== '' && !file.startsWith('.ci/') && file !== 'package-lock.json');
+  .filter((file) => file !== '' && !file.startsWith('.ci/') && file !== 'package-lock.json' && existsSync(join(repoRoot, file)));
 
 // Built at run time, so this file does not hold the patterns it looks for.
 const up = '..';

@@ -19,7 +19,7 @@ from .devices.nvml import Nvml
 from .engine.compute_devices import ComputeDevices
 from .engine.inference_service import InferenceObserver
 from .engine.model_manager import ModelManager
-from .types import Task
+from .model_entry import Task
 
 log = logging.getLogger(__name__)
 

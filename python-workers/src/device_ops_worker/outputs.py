@@ -15,13 +15,13 @@ import re
 import shutil
 import tempfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, PngImagePlugin
 
 from .errors import InvalidArgumentError, NotFoundError
 from .imaging import decode_image
-from .types import OutputFile
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +30,17 @@ FILENAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\.png$")
 SOFTWARE = "device-operations"
 PNG_MEDIA_TYPE = "image/png"
 _TEMP_PREFIX = ".partial-"
+
+
+@dataclass(frozen=True)
+class OutputFile:
+    # Relative to OUTPUT_DIRECTORY: "<job id>/<file>".
+    path: str
+    media_type: str
+    size_bytes: int
+    sha256: str
+    width: int
+    height: int
 
 
 def check_job_id(job_id: str) -> None:

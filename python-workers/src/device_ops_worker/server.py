@@ -7,7 +7,7 @@ import json
 import logging
 import os
 import signal
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -23,14 +23,14 @@ from .engine.memory_service import MemoryService
 from .engine.model_manager import ModelManager
 from .engine.model_service import ModelService
 from .engine.placement_policy import PlacementPolicy
-from .handlers import cuda_graphs
-from .handlers.loader import dtype_name
+from .handlers.base import LoadOptions
+from .handlers.torch_support import dtype_name
 from .interceptors import ErrorMappingInterceptor
 from .metrics import WorkerMetrics
 from .models.repository import ModelRepository
-from .service import DeviceLoad, WorkerService
 from .servicer import WorkerServicer
 from .settings import Settings, TlsSettings
+from .worker_info_service import DeviceLoad, StartTime, WorkerInfoService
 
 log = logging.getLogger(__name__)
 
@@ -82,19 +82,14 @@ def _bind(server: grpc.aio.Server, settings: Settings) -> int:
         raise OSError(f"{exc} (check that WORKER_TLS_KEY matches WORKER_TLS_CERT)") from None
 
 
-@dataclass
-class RunningServer:
-    server: grpc.aio.Server
-    health: health.aio.HealthServicer
-    port: int
-    metrics_port: int
-    nvml: Nvml
-    devices: ComputeDevices
-    inference: InferenceService
-    manager: ModelManager
-    metrics: WorkerMetrics
-    stop_requested: asyncio.Event = field(default_factory=asyncio.Event)
-    device_failure: BaseException | None = None
+class ServingState:
+    """What health reports and why the worker stops. Built before the engine,
+    whose device-failure hook it is, and shared with the running server."""
+
+    def __init__(self, health_servicer: health.aio.HealthServicer) -> None:
+        self.health = health_servicer
+        self.stop_requested = asyncio.Event()
+        self.device_failure: BaseException | None = None
 
     async def set_serving(self, serving: bool) -> None:
         status = (
@@ -110,6 +105,23 @@ class RunningServer:
             asyncio.get_running_loop().create_task(self.set_serving(False))
             self.stop_requested.set()
 
+
+@dataclass
+class RunningServer:
+    server: grpc.aio.Server
+    state: ServingState
+    port: int
+    metrics_port: int
+    nvml: Nvml
+    devices: ComputeDevices
+    inference: InferenceService
+    manager: ModelManager
+    metrics: WorkerMetrics
+
+    @property
+    def health(self) -> health.aio.HealthServicer:
+        return self.state.health
+
     async def stop(self, grace: float) -> None:
         # NOT_SERVING first so callers stop sending, then let in-flight calls finish.
         await self.health.enter_graceful_shutdown()
@@ -122,13 +134,12 @@ class RunningServer:
 
 async def start_server(settings: Settings) -> RunningServer:
     """Start a server on settings.host:settings.port; SERVING once devices were probed."""
-    cuda_graphs.enable(settings.embedding_cuda_graphs)
+    started = StartTime.now()
     nvml = Nvml()
     probe = DeviceProbe(settings.worker_id, nvml)
-    worker = WorkerService(settings.worker_id, probe, nvml)
     # Ready means the device probe works: a broken CUDA install fails here,
-    # before the worker ever says SERVING.
-    probed = await worker.list_devices()
+    # before the worker ever says SERVING. torch and NVML calls block.
+    probed = await asyncio.to_thread(probe.list_devices)
 
     metrics = WorkerMetrics(settings.worker_id)
     devices = ComputeDevices.from_probe(
@@ -138,14 +149,6 @@ async def start_server(settings: Settings) -> RunningServer:
         max_batch_delay_s=settings.max_batch_delay_ms / 1000,
         on_wait=metrics.waited,
     )
-    worker.set_supported_dtypes({d.id: [dtype_name(t) for t in d.supported_dtypes()] for d in devices})
-    worker.set_load_source(
-        lambda device_id: DeviceLoad(
-            running=devices.get(device_id).queue.running,
-            queued=devices.get(device_id).queue.depth,
-            capacity=devices.get(device_id).queue.capacity,
-        )
-    )
     settings.model_directory.mkdir(parents=True, exist_ok=True)
     settings.output_directory.mkdir(parents=True, exist_ok=True)
     repository = ModelRepository(settings.model_directory, settings.allow_pickle_models)
@@ -153,10 +156,12 @@ async def start_server(settings: Settings) -> RunningServer:
         devices,
         max_loaded=settings.max_loaded_models,
         memory_fraction=settings.device_memory_fraction,
-        allow_pickle=settings.allow_pickle_models,
+        load_options=LoadOptions(
+            allow_pickle=settings.allow_pickle_models, cuda_graphs=settings.embedding_cuda_graphs
+        ),
     )
     policy = PlacementPolicy(repository, manager, devices)
-    holder: list[RunningServer] = []
+    state = ServingState(health.aio.HealthServicer())
     inference = InferenceService(
         repository=repository,
         manager=manager,
@@ -165,29 +170,41 @@ async def start_server(settings: Settings) -> RunningServer:
         limits=settings.limits,
         progress_interval_s=settings.progress_interval_ms / 1000,
         observer=metrics,
-        on_device_failure=lambda error: holder[0].fail_device(error),
+        on_device_failure=state.fail_device,
     )
     models = ModelService(repository, manager, devices, policy)
     memory = MemoryService(devices, manager, nvml)
     metrics.watch(devices, manager, nvml)
 
     server = grpc.aio.server(interceptors=_interceptors(settings), options=SERVER_OPTIONS)
-    worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(
-        WorkerServicer(worker, models, inference, memory), server
-    )
-    health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     port = _bind(server, settings)
     if port == 0:
         raise OSError(f"could not bind {settings.host}:{settings.port}")
     metrics_port = metrics.serve(settings.host, settings.metrics_port) if settings.metrics_port >= 0 else 0
-    worker.metrics_port = metrics_port
+    # Built once the metrics port is known, which GetWorkerInfo reports.
+    worker_info = WorkerInfoService(
+        settings.worker_id,
+        probe,
+        nvml,
+        started=started,
+        supported_dtypes={d.id: [dtype_name(t) for t in d.supported_dtypes()] for d in devices},
+        device_load=lambda device_id: DeviceLoad(
+            running=devices.get(device_id).queue.running,
+            queued=devices.get(device_id).queue.depth,
+            capacity=devices.get(device_id).queue.capacity,
+        ),
+        metrics_port=metrics_port,
+    )
+    worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(
+        WorkerServicer(worker_info, models, inference, memory), server
+    )
+    health_pb2_grpc.add_HealthServicer_to_server(state.health, server)
     for device in devices:
         device.queue.start()
 
     running = RunningServer(
         server=server,
-        health=health_servicer,
+        state=state,
         port=port,
         metrics_port=metrics_port,
         nvml=nvml,
@@ -196,10 +213,9 @@ async def start_server(settings: Settings) -> RunningServer:
         manager=manager,
         metrics=metrics,
     )
-    holder.append(running)
-    await running.set_serving(False)
+    await state.set_serving(False)
     await server.start()
-    await running.set_serving(True)
+    await state.set_serving(True)
     log.info(
         "worker serving",
         extra={
@@ -233,7 +249,7 @@ async def _watch_parent(parent_pid: int, stop: asyncio.Event) -> None:
 async def serve(settings: Settings) -> int:
     """Serve until SIGTERM/SIGINT (exit 0) or a device failure (exit 70)."""
     running = await start_server(settings)
-    stop = running.stop_requested
+    stop = running.state.stop_requested
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
@@ -249,4 +265,4 @@ async def serve(settings: Settings) -> int:
     log.info("worker stopping", extra={"graceSeconds": settings.shutdown_grace_seconds})
     await running.stop(settings.shutdown_grace_seconds)
     log.info("worker stopped")
-    return EXIT_DEVICE_FAILURE if running.device_failure is not None else 0
+    return EXIT_DEVICE_FAILURE if running.state.device_failure is not None else 0

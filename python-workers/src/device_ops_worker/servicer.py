@@ -36,8 +36,8 @@ from .engine.requests import (
     TextEmbeddingInput,
     WireTensor,
 )
-from .service import DeviceLoad, WorkerService
-from .types import ModelFormat, Task, ValidationState
+from .model_entry import ModelFormat, Task, ValidationState
+from .worker_info_service import DeviceLoad, WorkerInfoService
 
 _KIND = {DeviceKind.CPU: devices_pb2.DEVICE_KIND_CPU, DeviceKind.CUDA: devices_pb2.DEVICE_KIND_CUDA}
 _TASK_TO_PB = {
@@ -93,12 +93,12 @@ def device_to_pb(device: Device, dtypes: list[str], load: DeviceLoad) -> devices
                 **_present(
                     uuid=c.uuid,
                     multiprocessor_count=c.multiprocessor_count,
-                    utilization_percent=c.utilization_percent,
-                    memory_utilization_percent=c.memory_utilization_percent,
-                    temperature_celsius=c.temperature_celsius,
-                    power_watts=c.power_watts,
-                    power_limit_watts=c.power_limit_watts,
-                    driver_version=c.driver_version,
+                    utilization_percent=c.nvml.utilization_percent,
+                    memory_utilization_percent=c.nvml.memory_utilization_percent,
+                    temperature_celsius=c.nvml.temperature_celsius,
+                    power_watts=c.nvml.power_watts,
+                    power_limit_watts=c.nvml.power_limit_watts,
+                    driver_version=c.nvml.driver_version,
                     cuda_runtime_version=c.cuda_runtime_version,
                 ),
             )
@@ -281,7 +281,7 @@ def event_to_pb(stamped: jobs.StampedEvent) -> inference_pb2.InferEvent:
 class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):
     def __init__(
         self,
-        worker: WorkerService,
+        worker: WorkerInfoService,
         models: ModelService,
         inference: InferenceService,
         memory: MemoryService,

@@ -70,6 +70,9 @@ class TlsSettings:
 
 @dataclass(frozen=True)
 class Settings:
+    """Every field but `limits` comes from SETTINGS below, which holds each
+    one's default; `tls` combines the three WORKER_TLS_* files."""
+
     worker_id: str
     host: str
     port: int
@@ -85,100 +88,51 @@ class Settings:
     max_queue_per_device: int
     max_batch_size: int
     max_batch_delay_ms: float
+    # Least time between two progress events of one job (the first and the
+    # last step always go out); 0 sends every step.
+    progress_interval_ms: float
+    # Small embedding passes replayed from CUDA graphs (CUDA devices only).
+    embedding_cuda_graphs: bool
     device_memory_fraction: float
     # -1 disables the metrics endpoint; 0 picks a free port.
     metrics_port: int
-    limits: Limits = Limits()
-    # Least time between two progress events of one job (the first and the
-    # last step always go out); 0 sends every step.
-    progress_interval_ms: float = 250.0
-    # Small embedding passes replayed from CUDA graphs (CUDA devices only).
-    embedding_cuda_graphs: bool = True
     # Secret every WorkerService call must carry as `authorization: Bearer …`;
     # None accepts any caller, which parse_settings allows only on loopback.
-    worker_token: str | None = field(default=None, repr=False)
+    worker_token: str | None = field(repr=False)
     # None serves plaintext.
-    tls: TlsSettings | None = None
+    tls: TlsSettings | None
+    limits: Limits = Limits()
 
-
-# (flag, environment variable, help). Flags win over the environment.
-_OPTIONS: tuple[tuple[str, str, str], ...] = (
-    ("--worker-id", "WORKER_ID", "name reported in GetWorkerInfo and logs (default: host name)"),
-    ("--host", "WORKER_HOST", "address to listen on (default 127.0.0.1)"),
-    ("--port", "WORKER_PORT", "TCP port, 0 for any free port (default 50051)"),
-    ("--ready-fd", "WORKER_READY_FD", 'file descriptor to write {"port": N, "metricsPort": M} to once serving'),
-    ("--log-level", "LOG_LEVEL", "error, warn, info or debug (default info)"),
-    (
-        "--parent-pid",
-        "WORKER_PARENT_PID",
-        "exit when this process is no longer the parent (a supervisor that died)",
-    ),
-    (
-        "--shutdown-grace-seconds",
-        "SHUTDOWN_GRACE_SECONDS",
-        "seconds in-flight calls get to finish on SIGTERM (default 10)",
-    ),
-    ("--model-directory", "MODEL_DIRECTORY", "model repository, one folder or file per model (default ./models)"),
-    ("--output-directory", "OUTPUT_DIRECTORY", "where generated files are written (default ./outputs)"),
-    ("--cache-directory", "CACHE_DIRECTORY", "library caches (Hugging Face) (default ./cache)"),
-    ("--allow-pickle-models", "ALLOW_PICKLE_MODELS", "true to accept pickle-based weights (default false)"),
-    ("--max-loaded-models", "MAX_LOADED_MODELS", "models resident at once before idle ones are evicted (default 4)"),
-    ("--max-queue-per-device", "MAX_QUEUE_PER_DEVICE", "jobs waiting per device before RESOURCE_EXHAUSTED (default 64)"),
-    ("--max-batch-size", "MAX_BATCH_SIZE", "rows merged into one dynamic batch (default 64; 1 disables batching)"),
-    ("--max-batch-delay-ms", "MAX_BATCH_DELAY_MS", "how long an idle device waits to fill a batch (default 2)"),
-    (
-        "--progress-interval-ms",
-        "PROGRESS_INTERVAL_MS",
-        "least time between a job's progress events; first and last step always sent (default 250; 0 every step)",
-    ),
-    (
-        "--embedding-cuda-graphs",
-        "EMBEDDING_CUDA_GRAPHS",
-        "replay small embedding passes from CUDA graphs on CUDA devices (default true)",
-    ),
-    (
-        "--device-memory-fraction",
-        "DEVICE_MEMORY_FRACTION",
-        "share of a device's memory models may occupy (default 0.9)",
-    ),
-    ("--metrics-port", "METRICS_PORT", "Prometheus endpoint port, 0 any free, -1 off (default 9101)"),
-    (
-        "--worker-token",
-        "WORKER_TOKEN",
-        "secret (at least 32 characters) every call must carry as `authorization: Bearer <token>`; "
-        "required unless listening on loopback or with mutual TLS. Prefer the environment: "
-        "command lines are visible to every user in ps",
-    ),
-    ("--tls-cert", "WORKER_TLS_CERT", "server certificate chain (PEM file); with WORKER_TLS_KEY enables TLS"),
-    ("--tls-key", "WORKER_TLS_KEY", "server private key (PEM file); with WORKER_TLS_CERT enables TLS"),
-    (
-        "--tls-client-ca",
-        "WORKER_TLS_CLIENT_CA",
-        "CA (PEM file) that must have signed every caller's certificate: mutual TLS",
-    ),
-)
 
 MIN_TOKEN_CHARS = 32
 
-
-def _int(name: str, raw: str, low: int, high: int) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(name, raw, f"must be an integer between {low} and {high}") from None
-    if not low <= value <= high:
-        raise SettingsError(name, raw, f"must be an integer between {low} and {high}")
-    return value
+Parser = Callable[[str, str], object]
 
 
-def _float(name: str, raw: str, low: float, high: float) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(name, raw, f"must be a number between {low:g} and {high:g}") from None
-    if not low <= value <= high:
-        raise SettingsError(name, raw, f"must be a number between {low:g} and {high:g}")
-    return value
+def _ranged(convert: Callable[[str], float], low: float, high: float, expected: str) -> Parser:
+    def parse(name: str, raw: str) -> float:
+        try:
+            value = convert(raw)
+        except ValueError:
+            raise SettingsError(name, raw, expected) from None
+        if not low <= value <= high:
+            raise SettingsError(name, raw, expected)
+        return value
+
+    return parse
+
+
+def _int(low: int, high: int) -> Parser:
+    return _ranged(int, low, high, f"must be an integer between {low} and {high}")
+
+
+def _float(low: float, high: float) -> Parser:
+    return _ranged(float, low, high, f"must be a number between {low:g} and {high:g}")
+
+
+def _optional(parse: Parser) -> Parser:
+    """Unset (empty) stays None; anything else must parse."""
+    return lambda name, raw: None if raw == "" else parse(name, raw)
 
 
 def _bool(name: str, raw: str) -> bool:
@@ -190,12 +144,23 @@ def _bool(name: str, raw: str) -> bool:
     raise SettingsError(name, raw, "must be true or false")
 
 
-def _enum(name: str, raw: str, kind: type[LogLevel]) -> LogLevel:
+def _log_level(name: str, raw: str) -> LogLevel:
     try:
-        return kind(raw.strip().lower())
+        return LogLevel(raw.strip().lower())
     except ValueError:
-        choices = ", ".join(member.value for member in kind)
+        choices = ", ".join(member.value for member in LogLevel)
         raise SettingsError(name, raw, f"must be one of {choices}") from None
+
+
+def _text(name: str, raw: str) -> str:
+    return raw
+
+
+def _worker_id(name: str, raw: str) -> str:
+    worker_id = raw or socket.gethostname() or "worker"
+    if len(worker_id) > 128 or not worker_id.isprintable():
+        raise SettingsError(name, worker_id, "must be printable and at most 128 characters")
+    return worker_id
 
 
 def _directory(name: str, raw: str) -> Path:
@@ -204,15 +169,116 @@ def _directory(name: str, raw: str) -> Path:
     return Path(raw).expanduser().resolve()
 
 
-def _token(raw: str) -> str | None:
+def _token(name: str, raw: str) -> str | None:
     if raw == "":
         return None
     if len(raw) < MIN_TOKEN_CHARS:
-        raise SettingsError("WORKER_TOKEN", raw, f"must be at least {MIN_TOKEN_CHARS} characters", secret=True)
+        raise SettingsError(name, raw, f"must be at least {MIN_TOKEN_CHARS} characters", secret=True)
     # gRPC metadata values are printable ASCII; a space or newline is a copy-paste accident.
     if not all("!" <= char <= "~" for char in raw):
-        raise SettingsError("WORKER_TOKEN", raw, "must be printable ASCII without spaces", secret=True)
+        raise SettingsError(name, raw, "must be printable ASCII without spaces", secret=True)
     return raw
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting: its flag, its environment variable, what it does, its
+    parser and its default as the environment would spell it ("" is unset).
+    The flag names the Settings field it fills (--max-batch-size: max_batch_size)."""
+
+    flag: str
+    env: str
+    doc: str
+    parse: Parser
+    default: str = ""
+
+    @property
+    def key(self) -> str:
+        return self.flag.removeprefix("--").replace("-", "_")
+
+    @property
+    def help(self) -> str:
+        default = f" (default {self.default})" if self.default else ""
+        return f"{self.doc}{default} [env {self.env}]"
+
+
+# Flags win over the environment, the environment over defaults. The three
+# TLS paths are read and checked together into Settings.tls. Each entry opens
+# with its flag and variable: gateway/test/deploy/kubernetes.test.ts reads the
+# variables from this file to check the worker's ConfigMap.
+SETTINGS: tuple[Setting, ...] = (
+    Setting("--worker-id", "WORKER_ID", "name reported in GetWorkerInfo and logs (default: host name)", _worker_id),
+    Setting("--host", "WORKER_HOST", "address to listen on", _text, "127.0.0.1"),
+    Setting("--port", "WORKER_PORT", "TCP port, 0 for any free port", _int(0, 65535), "50051"),
+    Setting(
+        "--ready-fd", "WORKER_READY_FD", 'file descriptor to write {"port": N, "metricsPort": M} to once serving',
+        _optional(_int(3, 1 << 20)),
+    ),
+    Setting("--log-level", "LOG_LEVEL", "error, warn, info or debug", _log_level, "info"),
+    Setting(
+        "--parent-pid", "WORKER_PARENT_PID", "exit when this process is no longer the parent (a supervisor that died)",
+        _optional(_int(1, 1 << 22)),
+    ),
+    Setting(
+        "--shutdown-grace-seconds", "SHUTDOWN_GRACE_SECONDS", "seconds in-flight calls get to finish on SIGTERM",
+        _float(0, 3600), "10",
+    ),
+    Setting(
+        "--model-directory", "MODEL_DIRECTORY", "model repository, one folder or file per model",
+        _directory, os.path.join(".", "models"),
+    ),
+    Setting(
+        "--output-directory", "OUTPUT_DIRECTORY", "where generated files are written",
+        _directory, os.path.join(".", "outputs"),
+    ),
+    Setting(
+        "--cache-directory", "CACHE_DIRECTORY", "library caches (Hugging Face)", _directory, os.path.join(".", "cache")
+    ),
+    Setting("--allow-pickle-models", "ALLOW_PICKLE_MODELS", "true to accept pickle-based weights", _bool, "false"),
+    Setting(
+        "--max-loaded-models", "MAX_LOADED_MODELS", "models resident at once before idle ones are evicted",
+        _int(1, 1024), "4",
+    ),
+    Setting(
+        "--max-queue-per-device", "MAX_QUEUE_PER_DEVICE", "jobs waiting per device before RESOURCE_EXHAUSTED",
+        _int(1, 100_000), "64",
+    ),
+    Setting(
+        "--max-batch-size", "MAX_BATCH_SIZE", "rows merged into one dynamic batch (1 disables batching)",
+        _int(1, 8192), "64",
+    ),
+    Setting(
+        "--max-batch-delay-ms", "MAX_BATCH_DELAY_MS", "how long an idle device waits to fill a batch",
+        _float(0, 10_000), "2",
+    ),
+    Setting(
+        "--progress-interval-ms", "PROGRESS_INTERVAL_MS",
+        "least time between a job's progress events; first and last step always sent (0 every step)",
+        _float(0, 60_000), "250",
+    ),
+    Setting(
+        "--embedding-cuda-graphs", "EMBEDDING_CUDA_GRAPHS",
+        "replay small embedding passes from CUDA graphs on CUDA devices", _bool, "true",
+    ),
+    Setting(
+        "--device-memory-fraction", "DEVICE_MEMORY_FRACTION", "share of a device's memory models may occupy",
+        _float(0, 1), "0.9",
+    ),
+    Setting("--metrics-port", "METRICS_PORT", "Prometheus endpoint port, 0 any free, -1 off", _int(-1, 65535), "9101"),
+    Setting(
+        "--worker-token", "WORKER_TOKEN",
+        "secret (at least 32 characters) every call must carry as `authorization: Bearer <token>`; "
+        "required unless listening on loopback or with mutual TLS. Prefer the environment: "
+        "command lines are visible to every user in ps",
+        _token,
+    ),
+    Setting("--tls-cert", "WORKER_TLS_CERT", "server certificate chain (PEM file); with WORKER_TLS_KEY enables TLS", _text),
+    Setting("--tls-key", "WORKER_TLS_KEY", "server private key (PEM file); with WORKER_TLS_CERT enables TLS", _text),
+    Setting(
+        "--tls-client-ca", "WORKER_TLS_CLIENT_CA", "CA (PEM file) that must have signed every caller's certificate: mutual TLS",
+        _text,
+    ),
+)
 
 
 def _pem(name: str, path: str) -> bytes:
@@ -266,8 +332,8 @@ def _parser() -> argparse.ArgumentParser:
         description="device-operations Python worker (gRPC)",
         exit_on_error=False,
     )
-    for flag, env, doc in _OPTIONS:
-        parser.add_argument(flag, dest=env, help=f"{doc} [env {env}]")
+    for setting in SETTINGS:
+        parser.add_argument(setting.flag, dest=setting.env, help=setting.help)
     return parser
 
 
@@ -278,45 +344,12 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
     except argparse.ArgumentError as exc:
         raise SettingsError(exc.argument_name or "argument", "", str(exc)) from None
 
-    def raw(name: str, default: str) -> str:
-        value = args.get(name)
-        if value is None:
-            value = env.get(name)
-        return default if value in (None, "") else str(value)
-
-    def optional(name: str, parse: Callable[[str, str], int]) -> int | None:
-        value = raw(name, "")
-        return None if value == "" else parse(name, value)
-
-    worker_id = raw("WORKER_ID", socket.gethostname()) or "worker"
-    if len(worker_id) > 128 or not worker_id.isprintable():
-        raise SettingsError("WORKER_ID", worker_id, "must be printable and at most 128 characters")
-
-    host = raw("WORKER_HOST", "127.0.0.1")
-    token = _token(raw("WORKER_TOKEN", ""))
-    tls = _tls(raw("WORKER_TLS_CERT", ""), raw("WORKER_TLS_KEY", ""), raw("WORKER_TLS_CLIENT_CA", ""))
-    _require_caller_authentication(host, token, tls)
-
-    return Settings(
-        worker_id=worker_id,
-        host=host,
-        port=_int("WORKER_PORT", raw("WORKER_PORT", "50051"), 0, 65535),
-        ready_fd=optional("WORKER_READY_FD", lambda n, v: _int(n, v, 3, 1 << 20)),
-        log_level=_enum("LOG_LEVEL", raw("LOG_LEVEL", "info"), LogLevel),
-        shutdown_grace_seconds=_float("SHUTDOWN_GRACE_SECONDS", raw("SHUTDOWN_GRACE_SECONDS", "10"), 0, 3600),
-        parent_pid=optional("WORKER_PARENT_PID", lambda n, v: _int(n, v, 1, 1 << 22)),
-        model_directory=_directory("MODEL_DIRECTORY", raw("MODEL_DIRECTORY", os.path.join(".", "models"))),
-        output_directory=_directory("OUTPUT_DIRECTORY", raw("OUTPUT_DIRECTORY", os.path.join(".", "outputs"))),
-        cache_directory=_directory("CACHE_DIRECTORY", raw("CACHE_DIRECTORY", os.path.join(".", "cache"))),
-        allow_pickle_models=_bool("ALLOW_PICKLE_MODELS", raw("ALLOW_PICKLE_MODELS", "false")),
-        max_loaded_models=_int("MAX_LOADED_MODELS", raw("MAX_LOADED_MODELS", "4"), 1, 1024),
-        max_queue_per_device=_int("MAX_QUEUE_PER_DEVICE", raw("MAX_QUEUE_PER_DEVICE", "64"), 1, 100_000),
-        max_batch_size=_int("MAX_BATCH_SIZE", raw("MAX_BATCH_SIZE", "64"), 1, 8192),
-        max_batch_delay_ms=_float("MAX_BATCH_DELAY_MS", raw("MAX_BATCH_DELAY_MS", "2"), 0, 10_000),
-        progress_interval_ms=_float("PROGRESS_INTERVAL_MS", raw("PROGRESS_INTERVAL_MS", "250"), 0, 60_000),
-        embedding_cuda_graphs=_bool("EMBEDDING_CUDA_GRAPHS", raw("EMBEDDING_CUDA_GRAPHS", "true")),
-        device_memory_fraction=_float("DEVICE_MEMORY_FRACTION", raw("DEVICE_MEMORY_FRACTION", "0.9"), 0, 1),
-        metrics_port=_int("METRICS_PORT", raw("METRICS_PORT", "9101"), -1, 65535),
-        worker_token=token,
-        tls=tls,
-    )
+    values: dict[str, object] = {}
+    for setting in SETTINGS:
+        raw = args.get(setting.env)
+        if raw is None:
+            raw = env.get(setting.env)
+        values[setting.key] = setting.parse(setting.env, setting.default if raw in (None, "") else str(raw))
+    tls = _tls(str(values.pop("tls_cert")), str(values.pop("tls_key")), str(values.pop("tls_client_ca")))
+    _require_caller_authentication(str(values["host"]), values["worker_token"], tls)  # type: ignore[arg-type]
+    return Settings(**values, tls=tls)  # type: ignore[arg-type]

@@ -4,8 +4,8 @@ import { defineRoute, type RouteSpec } from '../../http/route.js';
 import type { ApiKeyService } from '../api-keys/api-key-service.js';
 import { API_KEY_SCOPES, type ApiKey } from '../api-keys/api-key-types.js';
 import type { AuditService } from '../audit/audit-service.js';
+import { NEEDS_ADMIN } from '../auth/scopes.js';
 
-const ADMIN = { scope: 'admin' } as const;
 
 const ApiKeySchema = z
   .object({
@@ -72,7 +72,7 @@ export function adminRoutes(apiKeys: ApiKeyService, audit: AuditService): RouteS
       operationId: 'createApiKey',
       summary: 'Create a scoped API key (shown once)',
       tags: ['Admin'],
-      auth: ADMIN,
+      auth: NEEDS_ADMIN,
       audit: { action: 'key.create', target: ({ body }) => body.name },
       request: { body: CreateKeyBody },
       responses: { 201: { description: 'The key; store it now, it cannot be shown again.', schema: CreatedKeySchema } },
@@ -90,7 +90,7 @@ export function adminRoutes(apiKeys: ApiKeyService, audit: AuditService): RouteS
       operationId: 'listApiKeys',
       summary: 'Every API key (never the keys themselves)',
       tags: ['Admin'],
-      auth: ADMIN,
+      auth: NEEDS_ADMIN,
       responses: { 200: { description: 'Keys, newest first.', schema: z.object({ keys: z.array(ApiKeySchema) }) } },
       handler: async () => ({ status: 200, body: { keys: (await apiKeys.list()).map(present) } }),
     }),
@@ -100,7 +100,7 @@ export function adminRoutes(apiKeys: ApiKeyService, audit: AuditService): RouteS
       operationId: 'revokeApiKey',
       summary: 'Revoke an API key; the next request with it fails',
       tags: ['Admin'],
-      auth: ADMIN,
+      auth: NEEDS_ADMIN,
       audit: { action: 'key.revoke', target: ({ params }) => params.id },
       request: { params: KeyIdParams },
       responses: { 200: { description: 'The revoked key.', schema: ApiKeySchema }, 404: { description: 'No such key.' } },
@@ -116,7 +116,7 @@ export function adminRoutes(apiKeys: ApiKeyService, audit: AuditService): RouteS
       operationId: 'listAudit',
       summary: 'The audit log of management actions, newest first',
       tags: ['Admin'],
-      auth: ADMIN,
+      auth: NEEDS_ADMIN,
       request: { query: AuditQuery },
       responses: {
         200: {

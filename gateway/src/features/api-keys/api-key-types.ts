@@ -1,5 +1,8 @@
-export const API_KEY_SCOPES = ['inference', 'models:manage', 'admin'] as const;
-export type ApiKeyScope = (typeof API_KEY_SCOPES)[number];
+import { SCOPES, type Scope } from '../auth/scopes.js';
+
+/** An API key holds any of the gateway's scopes. */
+export const API_KEY_SCOPES = SCOPES;
+export type ApiKeyScope = Scope;
 
 /** An API key as stored: never the key itself, only its hash. */
 export interface ApiKey {

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { defineRoute, type RouteSpec } from '../../http/route.js';
+import { NEEDS_CREDENTIAL } from './scopes.js';
 
 const WhoAmISchema = z
   .object({
@@ -18,7 +19,7 @@ export function authRoutes(): RouteSpec[] {
       operationId: 'whoAmI',
       summary: 'The principal your credentials stand for, and its scopes',
       tags: ['Auth'],
-      auth: { scope: null },
+      auth: NEEDS_CREDENTIAL,
       responses: { 200: { description: 'You.', schema: WhoAmISchema } },
       handler: async ({ context }) => {
         const { id, subject, method, scopes } = context.principal!;

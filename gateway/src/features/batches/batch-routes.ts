@@ -3,6 +3,7 @@ import { defineRoute, type RouteSpec } from '../../http/route.js';
 import { InferenceRequestSchema } from '../inference/inference-schemas.js';
 import { SessionSchema, presentSession } from '../sessions/session-schemas.js';
 import type { BatchService } from './batch-service.js';
+import { NEEDS_INFERENCE } from '../auth/scopes.js';
 
 const BatchBody = z.strictObject({
   items: z.array(InferenceRequestSchema).min(1).max(100),
@@ -24,7 +25,6 @@ const BatchSchema = z
   .meta({ id: 'Batch' });
 
 const BatchIdParams = z.strictObject({ id: z.uuid({ error: 'must be a batch id (UUID)' }) });
-const INFERENCE = { scope: 'inference' } as const;
 
 type BatchView = Awaited<ReturnType<BatchService['get']>>;
 const present = (view: BatchView) => ({
@@ -48,7 +48,7 @@ export function batchRoutes(batches: BatchService): RouteSpec[] {
       summary: 'Run many inference items as one batch with its own progress',
       description: 'Every item is checked (model, task, device) before the batch is accepted; then each runs as a session of the batch.',
       tags: ['Processing'],
-      auth: INFERENCE,
+      auth: NEEDS_INFERENCE,
       rateLimit: 'inference',
       request: { body: BatchBody },
       responses: { 202: { description: 'Accepted; runs in the background.', schema: BatchSchema } },
@@ -64,7 +64,7 @@ export function batchRoutes(batches: BatchService): RouteSpec[] {
       operationId: 'getBatch',
       summary: 'A batch with its progress and sessions',
       tags: ['Processing'],
-      auth: INFERENCE,
+      auth: NEEDS_INFERENCE,
       request: { params: BatchIdParams },
       responses: { 200: { description: 'The batch.', schema: BatchSchema }, 404: { description: 'No such batch of yours.' } },
       handler: async ({ params, context }) => ({ status: 200, body: present(await batches.get(params.id, context.principal!)) }),
@@ -75,7 +75,7 @@ export function batchRoutes(batches: BatchService): RouteSpec[] {
       operationId: 'cancelBatch',
       summary: 'Cancel a batch: items not started are dropped, running ones cancelled',
       tags: ['Processing'],
-      auth: INFERENCE,
+      auth: NEEDS_INFERENCE,
       request: { params: BatchIdParams },
       responses: { 202: { description: 'Cancellation requested.', schema: BatchSchema } },
       handler: async ({ params, context }) => ({

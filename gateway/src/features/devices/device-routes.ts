@@ -1,6 +1,7 @@
 import { defineRoute, type RouteSpec } from '../../http/route.js';
 import { DeviceCapabilitiesSchema, DeviceIdParams, DeviceListSchema, DeviceSchema, DeviceStatusSchema } from './device-schemas.js';
 import type { DeviceService } from './device-service.js';
+import { NEEDS_CREDENTIAL } from '../auth/scopes.js';
 
 export function deviceRoutes(devices: DeviceService): RouteSpec[] {
   return [
@@ -13,7 +14,7 @@ export function deviceRoutes(devices: DeviceService): RouteSpec[] {
         'Asks every worker in parallel. Workers that fail or miss the deadline are named in `missingWorkers` ' +
         'and `partial` is true; when no worker answers the response is 503.',
       tags: ['Devices'],
-      auth: { scope: null },
+      auth: NEEDS_CREDENTIAL,
       responses: {
         200: { description: 'Devices of the workers that answered.', schema: DeviceListSchema },
         503: { description: 'No worker answered.' },
@@ -26,7 +27,7 @@ export function deviceRoutes(devices: DeviceService): RouteSpec[] {
       operationId: 'getDevice',
       summary: 'One device',
       tags: ['Devices'],
-      auth: { scope: null },
+      auth: NEEDS_CREDENTIAL,
       request: { params: DeviceIdParams },
       responses: { 200: { description: 'The device.', schema: DeviceSchema }, 404: { description: 'Unknown device.' } },
       handler: async ({ params, context }) => ({ status: 200, body: await devices.device(params.deviceId, context.correlationId) }),
@@ -37,7 +38,7 @@ export function deviceRoutes(devices: DeviceService): RouteSpec[] {
       operationId: 'deviceStatus',
       summary: 'Live utilization, memory, running and queued jobs, and resident models of a device',
       tags: ['Devices'],
-      auth: { scope: null },
+      auth: NEEDS_CREDENTIAL,
       request: { params: DeviceIdParams },
       responses: { 200: { description: 'Live status.', schema: DeviceStatusSchema }, 404: { description: 'Unknown device.' } },
       handler: async ({ params, context }) => ({ status: 200, body: await devices.status(params.deviceId, context.correlationId) }),
@@ -48,7 +49,7 @@ export function deviceRoutes(devices: DeviceService): RouteSpec[] {
       operationId: 'deviceCapabilities',
       summary: 'Precisions a device supports, tasks it can run, and its memory',
       tags: ['Devices'],
-      auth: { scope: null },
+      auth: NEEDS_CREDENTIAL,
       request: { params: DeviceIdParams },
       responses: { 200: { description: 'Capabilities.', schema: DeviceCapabilitiesSchema }, 404: { description: 'Unknown device.' } },
       handler: async ({ params, context }) => ({

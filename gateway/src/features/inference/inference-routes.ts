@@ -17,8 +17,8 @@ import { SessionFailedError, streamSession } from '../sessions/session-streaming
 import { InferenceRequestSchema } from './inference-schemas.js';
 import type { InferenceService } from './inference-service.js';
 import type { AuditService } from '../audit/audit-service.js';
+import { NEEDS_CREDENTIAL, NEEDS_INFERENCE } from '../auth/scopes.js';
 
-const INFERENCE = { scope: 'inference' } as const;
 const MEDIA_TYPES: Record<string, string> = { '.png': 'image/png', '.jpg': 'image/jpeg', '.jpeg': 'image/jpeg' };
 
 const CapabilitiesSchema = z
@@ -68,7 +68,7 @@ export function inferenceRoutes(deps: {
       operationId: 'inferenceCapabilities',
       summary: 'Tasks, the models that run each, data types and request limits',
       tags: ['Inference'],
-      auth: { scope: null },
+      auth: NEEDS_CREDENTIAL,
       responses: { 200: { description: 'What can be run.', schema: CapabilitiesSchema } },
       handler: async ({ context }) => ({ status: 200, body: await inference.capabilities(context.correlationId) }),
     }),
@@ -78,7 +78,7 @@ export function inferenceRoutes(deps: {
       operationId: 'validateInference',
       summary: 'Dry run: validate a request, say where it would run and estimate its cost',
       tags: ['Inference'],
-      auth: INFERENCE,
+      auth: NEEDS_INFERENCE,
       request: { body: InferenceRequestSchema },
       responses: {
         200: { description: 'The request is valid.', schema: ValidationResultSchema },
@@ -97,7 +97,7 @@ export function inferenceRoutes(deps: {
         'progress) ending with exactly one of result, error or cancelled; a client that disconnects cancels the job. ' +
         'Otherwise the response waits for the end: 200 with the session, or the problem the job ended with.',
       tags: ['Inference'],
-      auth: INFERENCE,
+      auth: NEEDS_INFERENCE,
       rateLimit: 'inference',
       request: { body: InferenceRequestSchema },
       responses: {
@@ -138,7 +138,7 @@ export function inferenceRoutes(deps: {
       summary: 'Run a job in the background',
       description: 'Answers 202 at once with the session and its Location; follow it at /events, cancel it with DELETE.',
       tags: ['Inference'],
-      auth: INFERENCE,
+      auth: NEEDS_INFERENCE,
       rateLimit: 'inference',
       request: { body: InferenceRequestSchema },
       responses: {
@@ -159,7 +159,7 @@ export function inferenceRoutes(deps: {
       operationId: 'listSessions',
       summary: 'Your sessions (every session for admins), newest first',
       tags: ['Inference'],
-      auth: INFERENCE,
+      auth: NEEDS_INFERENCE,
       request: { query: SessionListQuery },
       responses: { 200: { description: 'One page.', schema: SessionPageSchema } },
       handler: async ({ query, context }) => {
@@ -176,7 +176,7 @@ export function inferenceRoutes(deps: {
       operationId: 'getSession',
       summary: 'One session',
       tags: ['Inference'],
-      auth: INFERENCE,
+      auth: NEEDS_INFERENCE,
       request: { params: SessionIdParams },
       responses: { 200: { description: 'The session.', schema: SessionSchema }, 404: { description: 'No such session of yours.' } },
       handler: async ({ params, context }) => ({
@@ -193,7 +193,7 @@ export function inferenceRoutes(deps: {
         'Each event carries its sequence number as the SSE id; a reconnecting EventSource sends Last-Event-ID and gets ' +
         'only what it missed (or pass ?lastEventId=). The stream ends after the terminal event. Leaving does not cancel the job.',
       tags: ['Inference'],
-      auth: INFERENCE,
+      auth: NEEDS_INFERENCE,
       request: { params: SessionIdParams, query: z.strictObject({ lastEventId: z.coerce.number().int().min(0).optional() }) },
       responses: {
         200: { description: 'text/event-stream of session events.', contentType: 'text/event-stream' },
@@ -220,7 +220,7 @@ export function inferenceRoutes(deps: {
       summary: 'Cancel a session',
       description: 'The job stops at its next step boundary and the session ends `cancelled`. Ended sessions are left as they are.',
       tags: ['Inference'],
-      auth: INFERENCE,
+      auth: NEEDS_INFERENCE,
       rateLimit: 'inference',
       request: { params: SessionIdParams },
       responses: { 202: { description: 'Cancellation requested (or the session had already ended).', schema: SessionSchema } },
@@ -247,7 +247,7 @@ export function inferenceRoutes(deps: {
       summary: 'A file a session generated',
       description: "Only to the session's owner or an admin.",
       tags: ['Inference'],
-      auth: INFERENCE,
+      auth: NEEDS_INFERENCE,
       request: { params: OutputParams },
       responses: {
         200: { description: 'The file.', contentType: 'image/png' },

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { NotFoundError } from '../../errors/gateway-error.js';
 import { defineRoute, type RouteSpec } from '../../http/route.js';
 import type { WorkerScheduler } from '../scheduling/worker-scheduler.js';
+import { NEEDS_CREDENTIAL, NEEDS_MODELS_MANAGE } from '../auth/scopes.js';
 
 const DeviceMemorySchema = z
   .object({
@@ -34,7 +35,7 @@ export function memoryRoutes(scheduler: WorkerScheduler): RouteSpec[] {
       operationId: 'memoryStatus',
       summary: 'Allocator and device memory per device, with each resident model',
       tags: ['Memory'],
-      auth: { scope: null },
+      auth: NEEDS_CREDENTIAL,
       request: { query: z.strictObject({ deviceId: z.string().min(1).max(200).optional() }) },
       responses: { 200: { description: 'Per device.', schema: MemoryStatusSchema }, 404: { description: 'Unknown device.' } },
       handler: async ({ query, context }) => {
@@ -66,7 +67,7 @@ export function memoryRoutes(scheduler: WorkerScheduler): RouteSpec[] {
       operationId: 'clearMemory',
       summary: 'Empty allocator caches (and optionally unload idle models); reports the bytes freed as measured',
       tags: ['Memory'],
-      auth: { scope: 'models:manage' },
+      auth: NEEDS_MODELS_MANAGE,
       audit: { action: 'memory.clear', target: ({ body }) => body.deviceId ?? 'all devices' },
       request: { body: ClearBody },
       responses: { 200: { description: 'What was freed.', schema: ClearResultSchema }, 404: { description: 'Unknown device.' } },

@@ -10,8 +10,8 @@ import {
   ValidateModelResultSchema,
 } from './model-schemas.js';
 import type { ModelService } from './model-service.js';
+import { NEEDS_CREDENTIAL, NEEDS_MODELS_MANAGE } from '../auth/scopes.js';
 
-const MANAGE = { scope: 'models:manage' } as const;
 
 export function modelRoutes(models: ModelService): RouteSpec[] {
   return [
@@ -21,7 +21,7 @@ export function modelRoutes(models: ModelService): RouteSpec[] {
       operationId: 'listModels',
       summary: "Every model in the workers' repositories, with its validation state and placements",
       tags: ['Models'],
-      auth: { scope: null },
+      auth: NEEDS_CREDENTIAL,
       responses: { 200: { description: 'Models by name.', schema: ModelListSchema }, 503: { description: 'No worker answered.' } },
       handler: async ({ context }) => ({ status: 200, body: await models.available(context.correlationId) }),
     }),
@@ -31,7 +31,7 @@ export function modelRoutes(models: ModelService): RouteSpec[] {
       operationId: 'modelStatus',
       summary: 'What is loaded where, with the bytes each placement takes',
       tags: ['Models'],
-      auth: { scope: null },
+      auth: NEEDS_CREDENTIAL,
       responses: { 200: { description: 'Loaded placements.', schema: ModelStatusSchema } },
       handler: async ({ context }) => ({ status: 200, body: await models.status(context.correlationId) }),
     }),
@@ -41,7 +41,7 @@ export function modelRoutes(models: ModelService): RouteSpec[] {
       operationId: 'validateModel',
       summary: "Check a model's structure, checksums and weight headers without loading it",
       tags: ['Models'],
-      auth: MANAGE,
+      auth: NEEDS_MODELS_MANAGE,
       audit: { action: 'model.validate', target: ({ body }) => body.model },
       request: { body: ValidateModelBody },
       responses: { 200: { description: 'The verdict and each problem found.', schema: ValidateModelResultSchema } },
@@ -56,7 +56,7 @@ export function modelRoutes(models: ModelService): RouteSpec[] {
       operationId: 'loadModel',
       summary: 'Place a model on a device (validated first), reporting its measured footprint',
       tags: ['Models'],
-      auth: MANAGE,
+      auth: NEEDS_MODELS_MANAGE,
       audit: { action: 'model.load', target: ({ body }) => (body.deviceId ? `${body.model}@${body.deviceId}` : body.model) },
       request: { body: LoadModelBody },
       responses: {
@@ -73,7 +73,7 @@ export function modelRoutes(models: ModelService): RouteSpec[] {
       operationId: 'unloadModel',
       summary: 'Free a model from one device or every device, reporting the bytes released',
       tags: ['Models'],
-      auth: MANAGE,
+      auth: NEEDS_MODELS_MANAGE,
       audit: { action: 'model.unload', target: ({ body }) => (body.deviceId ? `${body.model}@${body.deviceId}` : body.model) },
       request: { body: UnloadModelBody },
       responses: {

@@ -7,8 +7,8 @@ import { ModelNameSchema } from '../models/model-schemas.js';
 import { SessionSchema, presentSession } from '../sessions/session-schemas.js';
 import type { JobSpec, SessionService } from '../sessions/session-service.js';
 import { SessionFailedError } from '../sessions/session-streaming.js';
+import { NEEDS_INFERENCE } from '../auth/scopes.js';
 
-const INFERENCE = { scope: 'inference' } as const;
 
 const Source = z
   .strictObject({
@@ -74,7 +74,7 @@ export function postprocessingRoutes(sessions: SessionService): RouteSpec[] {
       operationId: 'upscale',
       summary: 'Enlarge an image (Lanczos, or an upscaler model) — an uploaded one or a session output',
       tags: ['Postprocessing'],
-      auth: INFERENCE,
+      auth: NEEDS_INFERENCE,
       rateLimit: 'inference',
       request: { body: UpscaleBody },
       responses: { 200: { description: 'The finished session; its result lists the new file.', schema: SessionSchema } },
@@ -99,7 +99,7 @@ export function postprocessingRoutes(sessions: SessionService): RouteSpec[] {
       operationId: 'enhance',
       summary: 'Adjust contrast, colour, sharpness and exposure of an uploaded image or a session output',
       tags: ['Postprocessing'],
-      auth: INFERENCE,
+      auth: NEEDS_INFERENCE,
       rateLimit: 'inference',
       request: { body: EnhanceBody },
       responses: { 200: { description: 'The finished session; its result lists the new file.', schema: SessionSchema } },

@@ -1,6 +1,6 @@
 import type { Request, Response } from 'express';
 import { GatewayError } from '../../errors/gateway-error.js';
-import { GRPC_TO_HTTP } from '../../errors/worker-call-error.js';
+import { mapWorkerStatus } from '../../errors/worker-status.js';
 import { SseStream, type SseOptions } from '../../http/sse.js';
 import type { SessionService } from './session-service.js';
 import type { Session, SessionEvent } from './session-types.js';
@@ -57,31 +57,32 @@ export async function streamSession(
   }
 }
 
-/** A session that did not succeed, as the HTTP error a waiting client gets. */
+/** A session that did not succeed, as the HTTP error a waiting client gets (the worker-status table maps its code). */
 export class SessionFailedError extends GatewayError {
   readonly status: number;
   readonly type: string;
   readonly title: string;
+  private readonly capacity: boolean;
 
   constructor(session: Session) {
     const code = session.error?.code ?? (session.status === 'cancelled' ? 'CANCELLED' : 'INTERNAL');
     super(session.error?.message ?? `The session ended ${session.status}.`);
-    const mapping = GRPC_TO_HTTP[code as keyof typeof GRPC_TO_HTTP];
-    if (session.status === 'cancelled') {
-      this.status = 409;
-      this.type = 'session-cancelled';
-      this.title = 'The job was cancelled';
-    } else if (mapping && code !== 'CANCELLED') {
-      this.status = mapping.httpStatus;
-      this.type = mapping.type;
-      this.title = mapping.title;
-      if (mapping.retryAfterSeconds !== undefined) this.headers['Retry-After'] = String(mapping.retryAfterSeconds);
-    } else {
-      this.status = 502;
-      this.type = code === 'WORKER_LOST' ? 'worker-lost' : 'worker-error';
-      this.title = code === 'WORKER_LOST' ? 'The worker was lost' : 'Worker failed';
-    }
+    // A cancelled session is its own state (409). The table's CANCELLED row is for
+    // a call whose client went away, which a session that ended otherwise never is.
+    const mapping =
+      session.status === 'cancelled'
+        ? { httpStatus: 409, type: 'session-cancelled', title: 'The job was cancelled' }
+        : mapWorkerStatus(code === 'CANCELLED' ? 'UNKNOWN' : code);
+    this.status = mapping.httpStatus;
+    this.type = mapping.type;
+    this.title = mapping.title;
+    this.capacity = 'capacity' in mapping && mapping.capacity === true;
+    if ('retryAfterSeconds' in mapping && mapping.retryAfterSeconds !== undefined) this.headers['Retry-After'] = String(mapping.retryAfterSeconds);
     this.extensions.sessionId = session.id;
     this.extensions.code = code;
+  }
+
+  override isRefusal(): boolean {
+    return this.capacity || super.isRefusal();
   }
 }

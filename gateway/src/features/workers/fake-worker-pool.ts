@@ -13,7 +13,7 @@ import type { MemoryStatus__Output } from '../../generated/device_ops/v1/MemoryS
 import type { ClearMemoryRequest } from '../../generated/device_ops/v1/ClearMemoryRequest.js';
 import type { ClearMemoryResponse__Output } from '../../generated/device_ops/v1/ClearMemoryResponse.js';
 import type { CallOptions, HealthStatus, InferStream, WorkerApi } from '../../infra/grpc/worker-client.js';
-import type { WorkerHandle, WorkerPool, WorkerSnapshot, WorkerState } from './worker-handle.js';
+import { remoteSnapshot, type WorkerHandle, type WorkerPool, type WorkerSnapshot, type WorkerState } from './worker-handle.js';
 
 /**
  * In-memory workers for unit tests of gateway logic (auth, validation,
@@ -51,18 +51,7 @@ export class FakeWorker implements WorkerHandle, WorkerApi {
   }
 
   snapshot(): WorkerSnapshot {
-    return {
-      id: this.id,
-      address: this.address,
-      metricsAddress: null,
-      mode: 'remote',
-      state: this.state,
-      pid: null,
-      restarts: 0,
-      startedAt: null,
-      lastExit: null,
-      nextRestartAt: null,
-    };
+    return remoteSnapshot(this.id, this.address, this.state);
   }
 
   async getWorkerInfo(options: CallOptions = {}): Promise<WorkerInfo__Output> {

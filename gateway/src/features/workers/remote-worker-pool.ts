@@ -5,7 +5,7 @@ import type { Logger } from '../../infra/logger.js';
 import { loadProtos } from '../../infra/grpc/protos.js';
 import { WorkerClient, type CallObserver } from '../../infra/grpc/worker-client.js';
 import { remoteWorkerChannel, type WorkerChannelSecurity } from '../../infra/grpc/worker-credentials.js';
-import type { WorkerHandle, WorkerPool, WorkerSnapshot, WorkerState } from './worker-handle.js';
+import { remoteSnapshot, type WorkerHandle, type WorkerPool, type WorkerSnapshot, type WorkerState } from './worker-handle.js';
 
 /** A worker the gateway did not launch (docker-compose, Kubernetes): known by address only. */
 class RemoteWorker implements WorkerHandle {
@@ -27,18 +27,7 @@ class RemoteWorker implements WorkerHandle {
   }
 
   snapshot(): WorkerSnapshot {
-    return {
-      id: this.id,
-      address: this.client.address,
-      metricsAddress: null,
-      mode: 'remote',
-      state: this.state,
-      pid: null,
-      restarts: 0,
-      startedAt: null,
-      lastExit: null,
-      nextRestartAt: null,
-    };
+    return remoteSnapshot(this.id, this.client.address, this.state);
   }
 }
 

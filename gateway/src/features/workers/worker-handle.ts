@@ -45,6 +45,22 @@ export interface WorkerSnapshot {
   nextRestartAt: Date | null;
 }
 
+/** What the gateway knows of a worker it did not start: where it is, and what its health checks found. */
+export function remoteSnapshot(id: string, address: string, state: WorkerState): WorkerSnapshot {
+  return {
+    id,
+    address,
+    metricsAddress: null,
+    mode: 'remote',
+    state,
+    pid: null,
+    restarts: 0,
+    startedAt: null,
+    lastExit: null,
+    nextRestartAt: null,
+  };
+}
+
 export interface WorkerHandle {
   readonly id: string;
   /** The worker's client; null while there is nothing to call (restarting). */

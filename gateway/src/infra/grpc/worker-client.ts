@@ -19,7 +19,7 @@ import type {
   _grpc_health_v1_HealthCheckResponse_ServingStatus__Output as ServingStatus,
 } from '../../generated/grpc/health/v1/HealthCheckResponse.js';
 import { WorkerCallError } from '../../errors/worker-call-error.js';
-import { WORKER_CHANNEL_OPTIONS } from './channel-options.js';
+import { workerChannelOptions } from './channel-options.js';
 import { loadProtos, type Protos } from './protos.js';
 import { PLAINTEXT_CHANNEL, type WorkerChannelSecurity } from './worker-credentials.js';
 
@@ -87,7 +87,8 @@ export class WorkerClient implements WorkerApi {
   ) {
     const { credentials, token } = security;
     this.#authorization = token === undefined ? undefined : `Bearer ${token}`;
-    this.worker = new protos.device_ops.v1.WorkerService(address, credentials, { ...WORKER_CHANNEL_OPTIONS, ...security.channelOptions });
+    const WorkerService = protos.device_ops.v1.WorkerService;
+    this.worker = new WorkerService(address, credentials, { ...workerChannelOptions(WorkerService.service), ...security.channelOptions });
     this.health = new protos.grpc.health.v1.Health(address, credentials, {
       channelOverride: this.worker.getChannel(),
     });

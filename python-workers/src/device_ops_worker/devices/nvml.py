@@ -5,20 +5,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+
+from .device_types import NvmlReading
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class NvmlReading:
-    uuid: str | None
-    utilization_percent: int | None
-    memory_utilization_percent: int | None
-    temperature_celsius: float | None
-    power_watts: float | None
-    power_limit_watts: float | None
-    driver_version: str | None
 
 
 class Nvml:

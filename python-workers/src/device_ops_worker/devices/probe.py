@@ -8,7 +8,7 @@ from pathlib import Path
 import psutil
 import torch
 
-from .model import CpuDetails, CudaDetails, Device, DeviceKind, DeviceMemory
+from .device_types import NO_NVML_READING, CpuDetails, CudaDetails, Device, DeviceKind, DeviceMemory
 from .nvml import Nvml
 
 
@@ -63,13 +63,8 @@ class DeviceProbe:
             uuid=uuid,
             compute_capability=f"{props.major}.{props.minor}",
             multiprocessor_count=getattr(props, "multi_processor_count", None),
-            utilization_percent=reading.utilization_percent if reading else None,
-            memory_utilization_percent=reading.memory_utilization_percent if reading else None,
-            temperature_celsius=reading.temperature_celsius if reading else None,
-            power_watts=reading.power_watts if reading else None,
-            power_limit_watts=reading.power_limit_watts if reading else None,
-            driver_version=reading.driver_version if reading else None,
             cuda_runtime_version=torch.version.cuda,
+            nvml=reading or NO_NVML_READING,
         )
         return Device(
             # The UUID survives restarts and renumbering; the ordinal does not.

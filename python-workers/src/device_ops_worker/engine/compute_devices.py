@@ -10,7 +10,7 @@ import torch
 
 from ..devices import Device, DeviceKind
 from ..errors import NotFoundError
-from ..handlers.loader import release_cached_memory, supported_dtypes
+from ..handlers.torch_support import release_cached_memory, supported_dtypes
 from .device_queue import DeviceQueue
 
 

@@ -1,4 +1,5 @@
-"""Inference: validate, place, queue, run, stream events, cancel.
+"""Inference: plan, queue, stream events, cancel, finish. What each task
+checks and runs is its runner's (``runners/``).
 
 Validation and placement happen before anything is accepted, so a bad
 request ends the Infer call with its status and leaves no trace. From the
@@ -12,20 +13,15 @@ import collections
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
 
-from .. import imaging, outputs
-from ..handlers.loader import dtype_name
+from .. import outputs
 from ..errors import INTERNAL_MESSAGE, FailedPreconditionError, InvalidArgumentError, NotFoundError, Status, WorkerError
-from ..handlers.base import DiffusionModel, EmbeddingModel, LoadedModel, TensorModel, UpscalerModel
+from ..model_entry import ModelEntry, Task, ValidationState
 from ..models.repository import ModelRepository
 from ..settings import Limits
-from ..types import DIFFUSION_TASKS, ModelEntry, PostprocessParams, Task, ValidationState
 from .compute_devices import ComputeDevice
 from .device_queue import WorkItem
 from .jobs import (
@@ -34,52 +30,20 @@ from .jobs import (
     CancelReason,
     Completed,
     Failed,
-    InferenceResult,
     Job,
     JobCancelled,
     JobEvent,
     JobRegistry,
-    Progress,
     Queued,
     StampedEvent,
-    Started,
-    emit_together,
 )
 from .model_manager import ModelManager
 from .placement_policy import PlacementPolicy
-from .requests import (
-    ImageGenerationInput,
-    InferenceRequest,
-    PostprocessInput,
-    TensorInput,
-    TextEmbeddingInput,
-    batch_rows,
-    check_input_matches_task,
-    validate_image_generation,
-    validate_tensor,
-    validate_text_embedding,
-)
+from .requests import InferenceRequest, check_input_matches_task
+from .runners.base import ModelUse, Plan, RunContext
+from .runners.registry import task_runners
 
 log = logging.getLogger(__name__)
-
-MODEL_LESS_TASKS = frozenset({Task.UPSCALE, Task.ENHANCE})
-# Embedding requests with at least this many characters in all are tokenized
-# before they are queued (see InferenceService._tokenize).
-_PRETOKENIZE_CHARS = 4_096
-
-
-@dataclass
-class Plan:
-    """A validated request bound to its model, device and dtype."""
-
-    job: Job
-    task: Task
-    entry: ModelEntry | None
-    device: ComputeDevice
-    dtype: torch.dtype | None
-    params: Any
-    # Texts tokenized before queueing (embeddings), when the model was resident.
-    prepared: Any = None
 
 
 class InferenceObserver:
@@ -117,8 +81,7 @@ class InferenceService:
         self._manager = manager
         self._policy = policy
         self._output_root = output_root
-        self._limits = limits
-        self._progress_interval_s = progress_interval_s
+        self._runners = task_runners(RunContext(manager, policy, output_root, limits, progress_interval_s))
         self._observer = observer or InferenceObserver()
         self._on_device_failure = on_device_failure or (lambda error: None)
         self._jobs = JobRegistry()
@@ -143,7 +106,7 @@ class InferenceService:
                 raise FailedPreconditionError(f"job_id: a job named '{request.job_id}' is already running on this worker")
             job = Job(request.job_id, task, request.model, asyncio.get_running_loop())
             plan = await self._plan(request, task, job)
-            item = self._work_item(plan)
+            item = self._runners[task].work_item(plan)
             self._jobs.add(job)
             if plan.entry is not None:
                 self._manager.pin(plan.entry.name, plan.device.id)
@@ -192,45 +155,28 @@ class InferenceService:
     # ------------------------------------------------------------ planning
 
     async def _plan(self, request: InferenceRequest, task: Task, job: Job) -> Plan:
-        entry = self._model_for(request, task)
+        runner = self._runners[task]
+        entry = self._model_for(request, task, runner.model_use)
         device = self._policy.device_for(entry, request.device_id)
         dtype = self._policy.dtype_for(entry, device, request.dtype) if entry is not None else None
-        # Decoding images blocks; texts and small tensors are cheaper inline
-        # than a hop to a thread.
-        heavy = isinstance(request.input, (ImageGenerationInput, PostprocessInput))
+        # Texts and small tensors are cheaper to check inline than a hop to a thread.
         params = (
-            await asyncio.to_thread(self._params, task, request.input, entry)
-            if heavy
-            else self._params(task, request.input, entry)
+            await asyncio.to_thread(runner.params, task, request.input, entry)
+            if runner.checks_off_loop
+            else runner.params(task, request.input, entry)
         )
         plan = Plan(job=job, task=task, entry=entry, device=device, dtype=dtype, params=params)
-        if task is Task.TEXT_EMBEDDING:
-            plan.prepared = await self._tokenize(plan)
+        plan.prepared = await runner.prepare(plan)
         return plan
 
-    async def _tokenize(self, plan: Plan) -> Any:
-        """A large request is tokenized on a pool thread before it is queued
-        (the model being resident), so that tokenizing it overlaps the
-        device's work on others. Small ones are left to the device thread,
-        which tokenizes a merged batch's texts in one call (the tokenizer
-        spreads it over the cores and releases the GIL); None leaves it there."""
-        assert plan.entry is not None and plan.dtype is not None
-        texts = plan.params.texts
-        if sum(map(len, texts)) < _PRETOKENIZE_CHARS:
-            return None
-        model = self._manager.resident(plan.entry.name, plan.device.id, plan.dtype)
-        if not isinstance(model, EmbeddingModel):
-            return None
-        return await asyncio.to_thread(model.tokenize, list(texts))
-
-    def _model_for(self, request: InferenceRequest, task: Task) -> ModelEntry | None:
-        if task is Task.ENHANCE:
+    def _model_for(self, request: InferenceRequest, task: Task, use: ModelUse) -> ModelEntry | None:
+        if use is ModelUse.NONE:
             if request.model:
-                raise InvalidArgumentError("model: enhance runs without a model")
+                raise InvalidArgumentError(f"model: {task.value} runs without a model")
             return None
         if not request.model:
-            if task is Task.UPSCALE:
-                return None  # Lanczos
+            if use is ModelUse.OPTIONAL:
+                return None
             raise InvalidArgumentError(f"model: task {task.value} needs a model")
         entry = self._repository.get(request.model)
         if task not in entry.tasks:
@@ -239,233 +185,6 @@ class InferenceService:
         if self._repository.validation_state(entry.name) is ValidationState.INVALID:
             raise FailedPreconditionError(f"model: '{entry.name}' failed validation; see ValidateModel")
         return entry
-
-    def _params(self, task: Task, raw: Any, entry: ModelEntry | None) -> Any:
-        limits = self._limits
-        if task in DIFFUSION_TASKS:
-            assert isinstance(raw, ImageGenerationInput)
-            init = imaging.decode_image(raw.init_image, "image_generation.init_image", limits.max_input_pixels) if raw.init_image else None
-            mask = (
-                imaging.decode_image(raw.mask_image, "image_generation.mask_image", limits.max_input_pixels, mode="L")
-                if raw.mask_image
-                else None
-            )
-            return validate_image_generation(task, raw, limits, init, mask)
-        if task is Task.TEXT_EMBEDDING:
-            assert isinstance(raw, TextEmbeddingInput)
-            return validate_text_embedding(raw, limits)
-        if task is Task.TENSOR:
-            assert isinstance(raw, TensorInput)
-            return validate_tensor(raw, entry.manifest if entry else None)
-        assert isinstance(raw, PostprocessInput)
-        return self._postprocess_params(task, raw, entry)
-
-    def _postprocess_params(self, task: Task, raw: PostprocessInput, entry: ModelEntry | None) -> PostprocessParams:
-        if bool(raw.image) == bool(raw.source_output):
-            raise InvalidArgumentError("postprocess: give exactly one of image and source_output")
-        if raw.image:
-            image = imaging.decode_image(raw.image, "postprocess.image", self._limits.max_input_pixels)
-        else:
-            image = outputs.read_output_image(self._output_root, raw.source_output, self._limits.max_input_pixels)
-        if task is Task.ENHANCE:
-            imaging.check_adjustments(raw.adjustments)
-            if raw.scale is not None:
-                raise InvalidArgumentError("postprocess.scale: enhance does not scale")
-            return PostprocessParams(image=image, scale=1, adjustments=dict(raw.adjustments))
-        if raw.adjustments:
-            raise InvalidArgumentError("postprocess.adjustments: upscale takes no adjustments")
-        model_scale = entry.manifest.scale if entry and entry.manifest else None
-        scale = raw.scale if raw.scale is not None else (model_scale or 2)
-        if model_scale is not None and scale != model_scale:
-            raise InvalidArgumentError(f"postprocess.scale: model '{entry.name}' upscales by {model_scale}, not {scale}")  # type: ignore[union-attr]
-        imaging.check_scale(scale)
-        width, height = image.size
-        side = self._limits.max_image_side * 4
-        if width * scale > side or height * scale > side:
-            raise InvalidArgumentError(f"postprocess.scale: {width}x{height} × {scale} exceeds {side} pixels per side")
-        return PostprocessParams(image=image, scale=scale, adjustments={})
-
-    def _work_item(self, plan: Plan) -> WorkItem:
-        if plan.task is Task.TEXT_EMBEDDING and plan.entry is not None:
-            key = ("embed", plan.entry.name, plan.device.id, plan.dtype)
-            return WorkItem(plan.job, self._run_embedding, key, len(plan.params.texts), payload=plan)
-        if plan.task is Task.TENSOR and plan.entry is not None:
-            batch_dim = plan.entry.manifest.batch_dim if plan.entry.manifest else None
-            rows = batch_rows(plan.params, batch_dim)
-            if rows is not None and batch_dim is not None:
-                shapes = tuple(
-                    sorted((name, a.dtype.str, a.shape[:batch_dim] + a.shape[batch_dim + 1 :]) for name, a in plan.params.inputs.items())
-                )
-                key = ("tensor", plan.entry.name, plan.device.id, plan.dtype, shapes)
-                return WorkItem(plan.job, self._run_tensor, key, rows, payload=plan)
-            return WorkItem(plan.job, self._run_tensor, None, 1, payload=plan)
-        if plan.task in DIFFUSION_TASKS:
-            return WorkItem(plan.job, self._run_diffusion, payload=plan)
-        return WorkItem(plan.job, self._run_postprocess, payload=plan)
-
-    # ------------------------------------------------------------ running (device thread)
-
-    def _acquire(self, plan: Plan) -> LoadedModel:
-        assert plan.entry is not None and plan.dtype is not None
-        model, _ = self._manager.acquire(plan.entry, plan.device, plan.dtype, before_load=self._policy.ensure_valid)
-        return model
-
-    def _begin(self, plan: Plan) -> None:
-        plan.job.check_cancelled()
-        plan.job.emit(Started(plan.device.id))
-
-    def _result(self, plan: Plan, started: float, batch_size: int = 1, **fields: Any) -> InferenceResult:
-        return InferenceResult(
-            device_id=plan.device.id,
-            run_ms=(time.perf_counter() - started) * 1000,
-            model=plan.entry.name if plan.entry else "",
-            dtype=dtype_name(plan.dtype) if plan.dtype else "",
-            batch_size=batch_size,
-            **fields,
-        )
-
-    def _run_diffusion(self, items: list[WorkItem]) -> list[Any]:
-        plan: Plan = items[0].payload
-        started = time.perf_counter()
-        self._begin(plan)
-        model = self._acquire(plan)
-        if not isinstance(model, DiffusionModel):
-            raise FailedPreconditionError(f"model: '{plan.entry.name}' is not a diffusion pipeline")  # type: ignore[union-attr]
-        job = plan.job
-        interval = self._progress_interval_s
-        last_sent = [-interval]
-
-        def on_step(current: int, total: int) -> None:
-            # Each event costs the device thread a hand-off to the event loop
-            # and a gRPC write; at every step of a fast pipeline that was 15 %
-            # of an SD 1.5 step on an H200. Throttled, the first and last step
-            # still go out, so a client sees work begin and end.
-            now = time.monotonic()
-            if current <= 1 or current >= total or now - last_sent[0] >= interval:
-                last_sent[0] = now
-                job.emit(Progress(current, total))
-            job.check_cancelled()
-
-        params = plan.params
-        images = model.generate(plan.task, params, on_step)
-        job.check_cancelled()
-        metadata = {
-            "task": plan.task.value,
-            "model": plan.entry.name,  # type: ignore[union-attr]
-            "prompt": params.prompt,
-            "negative_prompt": params.negative_prompt,
-            "steps": params.steps,
-            "guidance_scale": params.guidance_scale,
-            "seed": params.seed,
-            "width": params.width,
-            "height": params.height,
-            "scheduler": params.scheduler,
-            "strength": params.strength if plan.task is not Task.TEXT_TO_IMAGE else None,
-            "device": plan.device.id,
-            "dtype": dtype_name(plan.dtype),  # type: ignore[arg-type]
-        }
-        files = tuple(
-            outputs.write_png(self._output_root, job.id, f"image-{index}.png", image, {**metadata, "index": index})
-            for index, image in enumerate(images)
-        )
-        return [self._result(plan, started, files=files, seed=params.seed)]
-
-    def _run_merged(
-        self,
-        items: list[WorkItem],
-        kind: type[LoadedModel],
-        compute: Callable[[Any, list[WorkItem]], list[dict[str, Any]]],
-    ) -> list[Any]:
-        """Run a merged batch: jobs cancelled while queued get JobCancelled,
-        the rest one model call; `compute` returns the result fields of each
-        live item, in order."""
-        started = time.perf_counter()
-        live = [item for item in items if not item.payload.job.cancelled]
-        results: dict[int, Any] = {id(item): JobCancelled() for item in items}
-        if not live:
-            return [results[id(item)] for item in items]
-        emit_together(live[0].payload.job.loop, [(item.payload.job, Started(item.payload.device.id)) for item in live])
-        model = self._acquire(live[0].payload)
-        if not isinstance(model, kind):
-            raise FailedPreconditionError(f"model: '{live[0].payload.entry.name}' cannot run {live[0].payload.task.value}")
-        # One pass from started to the result: no progress events (each would
-        # cost a gRPC message per job, for nothing the result does not say).
-        for item, fields in zip(live, compute(model, live), strict=True):
-            results[id(item)] = self._result(item.payload, started, batch_size=len(live), **fields)
-        return [results[id(item)] for item in items]
-
-    def _run_embedding(self, items: list[WorkItem]) -> list[Any]:
-        def compute(model: EmbeddingModel, live: list[WorkItem]) -> list[dict[str, Any]]:
-            # Large requests come tokenized (off this thread, see _tokenize);
-            # the texts of the others are tokenized here in one call.
-            ready = [item for item in live if item.payload.prepared is not None]
-            rest = [item for item in live if item.payload.prepared is None]
-            parts = [item.payload.prepared for item in ready]
-            if rest:
-                parts.append(model.tokenize([text for item in rest for text in item.payload.params.texts]))
-            if all(part is not None for part in parts):
-                order, vectors = ready + rest, model.embed_prepared(parts)
-            else:  # a model that cannot prepare texts
-                order = live
-                vectors = model.embed([text for item in live for text in item.payload.params.texts], normalize=False)
-            rows_of: dict[int, np.ndarray] = {}
-            offset = 0
-            for item in order:
-                count = len(item.payload.params.texts)
-                rows_of[id(item)] = vectors[offset : offset + count]
-                offset += count
-            produced = []
-            for item in live:
-                params, rows = item.payload.params, rows_of[id(item)]
-                if params.normalize:
-                    rows = rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
-                produced.append({"embeddings": rows.astype(np.float32, copy=False)})
-            return produced
-
-        return self._run_merged(items, EmbeddingModel, compute)
-
-    def _run_tensor(self, items: list[WorkItem]) -> list[Any]:
-        def compute(model: TensorModel, live: list[WorkItem]) -> list[dict[str, Any]]:
-            first: Plan = live[0].payload
-            if len(live) == 1:
-                return [{"tensors": model.run(dict(first.params.inputs))}]
-            batch_dim = first.entry.manifest.batch_dim  # type: ignore[union-attr]
-            return [{"tensors": t} for t in self._run_tensor_batch(model, live, batch_dim)]
-
-        return self._run_merged(items, TensorModel, compute)
-
-    @staticmethod
-    def _run_tensor_batch(model: TensorModel, items: list[WorkItem], batch_dim: int) -> list[dict[str, np.ndarray]]:
-        names = list(items[0].payload.params.inputs)
-        merged = {name: np.concatenate([item.payload.params.inputs[name] for item in items], axis=batch_dim) for name in names}
-        produced = model.run(merged)
-        sizes = [item.rows for item in items]
-        bounds = np.cumsum(sizes)[:-1]
-        split = {name: np.split(array, bounds, axis=batch_dim) for name, array in produced.items()}
-        return [{name: parts[index] for name, parts in split.items()} for index in range(len(items))]
-
-    def _run_postprocess(self, items: list[WorkItem]) -> list[Any]:
-        plan: Plan = items[0].payload
-        started = time.perf_counter()
-        self._begin(plan)
-        params: PostprocessParams = plan.params
-        if plan.task is Task.ENHANCE:
-            image = imaging.enhance(params.image, params.adjustments)
-            metadata: dict[str, object] = {"task": "enhance", "adjustments": dict(params.adjustments)}
-        elif plan.entry is not None:
-            model = self._acquire(plan)
-            if not isinstance(model, UpscalerModel):
-                raise FailedPreconditionError(f"model: '{plan.entry.name}' is not an upscaler")
-            image = model.upscale(params.image)
-            metadata = {"task": "upscale", "model": plan.entry.name, "scale": model.scale}
-        else:
-            image = imaging.lanczos_upscale(params.image, params.scale)
-            metadata = {"task": "upscale", "method": "lanczos", "scale": params.scale}
-        plan.job.check_cancelled()
-        name = f"{plan.task.value}-0.png"
-        written = outputs.write_png(self._output_root, plan.job.id, name, image, metadata)
-        plan.job.emit(Progress(1, 1))
-        return [self._result(plan, started, files=(written,))]
 
     # ------------------------------------------------------------ finishing (event loop)
 

@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import FailedPreconditionError, Status
-from ..types import OutputFile, Task
+from ..model_entry import Task
+from ..outputs import OutputFile
 
 
 class CancelReason(enum.Enum):

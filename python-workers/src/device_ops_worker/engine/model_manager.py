@@ -18,9 +18,11 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import FailedPreconditionError, NotFoundError, ResourceExhaustedError
-from ..handlers.base import LoadedModel
-from ..handlers.loader import dtype_name, estimate_load_bytes, load_model
-from ..types import ModelEntry
+from ..handlers.base import LoadedModel, LoadOptions
+from ..handlers.loader import load_model
+from ..handlers.torch_support import dtype_name
+from ..model_entry import ModelEntry
+from ..models.sizing import estimate_load_bytes
 from .compute_devices import ComputeDevice, ComputeDevices
 
 log = logging.getLogger(__name__)
@@ -59,13 +61,13 @@ class ModelManager:
         *,
         max_loaded: int,
         memory_fraction: float,
-        allow_pickle: bool,
+        load_options: LoadOptions,
         on_change: Callable[[], None] | None = None,
     ) -> None:
         self._devices = devices
         self._max_loaded = max_loaded
         self._memory_fraction = memory_fraction
-        self._allow_pickle = allow_pickle
+        self._load_options = load_options
         self._on_change = on_change or (lambda: None)
         self._lock = threading.RLock()
         # Least recently used first.
@@ -148,7 +150,7 @@ class ModelManager:
         before = device.allocated_bytes()
         started = time.perf_counter()
         try:
-            loaded = load_model(entry, device.torch_device, dtype, self._allow_pickle)
+            loaded = load_model(entry, device.torch_device, dtype, self._load_options)
         except torch.OutOfMemoryError:
             device.release_cache()
             free, _ = device.free_and_total()

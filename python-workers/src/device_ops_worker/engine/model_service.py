@@ -6,8 +6,8 @@ import asyncio
 from dataclasses import dataclass
 
 from ..errors import NotFoundError
+from ..model_entry import ModelEntry, ValidationReport, ValidationState
 from ..models.repository import ModelRepository
-from ..types import ModelEntry, ValidationReport, ValidationState
 from .compute_devices import ComputeDevices
 from .model_manager import ModelManager, PlacementInfo
 from .placement_policy import PlacementPolicy

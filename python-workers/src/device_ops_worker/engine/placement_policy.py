@@ -12,9 +12,9 @@ from __future__ import annotations
 import torch
 
 from ..errors import FailedPreconditionError, InvalidArgumentError
-from ..handlers.loader import dtype_name, parse_dtype
+from ..handlers.torch_support import dtype_name, parse_dtype
+from ..model_entry import ModelEntry, ValidationState
 from ..models.repository import ModelRepository
-from ..types import ModelEntry, ValidationState
 from .compute_devices import ComputeDevice, ComputeDevices
 from .model_manager import ModelManager
 

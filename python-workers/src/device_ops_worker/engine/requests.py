@@ -15,15 +15,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import InvalidArgumentError
-from ..handlers.loader import check_scheduler
+from ..handlers.schedulers import check_scheduler
+from ..model_entry import ModelManifest, Task
 from ..settings import Limits
-from ..types import (
-    EmbeddingParams,
-    ImageGenerationParams,
-    ModelManifest,
-    Task,
-    TensorParams,
-)
+from ..task_params import EmbeddingParams, ImageGenerationParams, TensorParams
 
 
 @dataclass(frozen=True)

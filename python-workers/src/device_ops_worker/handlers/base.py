@@ -10,15 +10,27 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..types import ImageGenerationParams, ModelEntry, Task
+from ..model_entry import ModelEntry, Task
+from ..task_params import ImageGenerationParams
 
 # (current, total) after each unit of work: a denoising step, a batch chunk.
 ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How models are loaded, from the worker's settings."""
+
+    # Pickle-based weight files may be opened (ALLOW_PICKLE_MODELS).
+    allow_pickle: bool
+    # Embedding models on CUDA replay small passes from CUDA graphs (EMBEDDING_CUDA_GRAPHS).
+    cuda_graphs: bool
 
 
 class LoadedModel(abc.ABC):

@@ -33,18 +33,6 @@ MAX_GRAPH_TOKENS = 16_384
 _TOLERANCE = 2e-2
 
 Forward = Callable[[dict[str, torch.Tensor]], torch.Tensor]
-_enabled = True
-
-
-def enable(on: bool) -> None:
-    """Whether models loaded from now on replay small passes from CUDA graphs
-    (the EMBEDDING_CUDA_GRAPHS setting, applied once at start)."""
-    global _enabled
-    _enabled = on
-
-
-def enabled() -> bool:
-    return _enabled
 
 
 # One warm-up stream per device for every capture: cuBLAS keeps a workspace

@@ -15,9 +15,11 @@ from PIL import Image
 from transformers.utils import logging as transformers_logging
 
 from ..errors import FailedPreconditionError, InvalidArgumentError
-from ..types import ImageGenerationParams, ModelEntry, Task
-from .base import DiffusionModel, ProgressCallback
-from .loader import check_scheduler, release_cached_memory, scheduler_names, weight_file_preferences
+from ..model_entry import ModelEntry, Task
+from ..task_params import ImageGenerationParams
+from .base import DiffusionModel, LoadOptions, ProgressCallback
+from .schedulers import check_scheduler, scheduler_names
+from .torch_support import release_cached_memory, weight_file_preferences
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +55,7 @@ class DiffusersModel(DiffusionModel):
         self._default_scheduler = pipeline.scheduler
 
     @classmethod
-    def load(cls, entry: ModelEntry, device: torch.device, dtype: torch.dtype, allow_pickle: bool) -> DiffusersModel:
+    def load(cls, entry: ModelEntry, device: torch.device, dtype: torch.dtype, options: LoadOptions) -> DiffusersModel:
         # Loading bars from both libraries would interleave with the worker's JSON logs.
         diffusers_logging.disable_progress_bar()
         transformers_logging.disable_progress_bar()
@@ -61,7 +63,7 @@ class DiffusersModel(DiffusionModel):
             str(entry.path),
             dtype=dtype,
             local_files_only=True,
-            use_safetensors=weight_file_preferences(allow_pickle),
+            use_safetensors=weight_file_preferences(options.allow_pickle),
             safety_checker=None,
             requires_safety_checker=False,
             # Without accelerate diffusers falls back anyway, with a warning.

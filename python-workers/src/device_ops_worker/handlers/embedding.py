@@ -15,11 +15,10 @@ from transformers import AutoModel, AutoTokenizer
 from transformers.utils import logging as transformers_logging
 
 from ..errors import FailedPreconditionError
-from ..types import ModelEntry
-from .base import EmbeddingModel
-from . import cuda_graphs
+from ..model_entry import ModelEntry
+from .base import EmbeddingModel, LoadOptions
 from .cuda_graphs import GraphedForward
-from .loader import release_cached_memory, weight_file_preferences
+from .torch_support import release_cached_memory, weight_file_preferences
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +103,7 @@ class TransformerEmbeddingModel(EmbeddingModel):
         model: torch.nn.Module,
         pooling: Pooling,
         max_length: int,
+        cuda_graphs: bool,
     ) -> None:
         super().__init__(entry, device, dtype)
         self._tokenizer = tokenizer
@@ -125,7 +125,7 @@ class TransformerEmbeddingModel(EmbeddingModel):
                 self._pad_values,
                 pad_left=getattr(tokenizer, "padding_side", "right") == "left",
             )
-            if device.type == "cuda" and cuda_graphs.enabled()
+            if device.type == "cuda" and cuda_graphs
             else None
         )
 
@@ -140,7 +140,7 @@ class TransformerEmbeddingModel(EmbeddingModel):
 
     @classmethod
     def load(
-        cls, entry: ModelEntry, device: torch.device, dtype: torch.dtype, allow_pickle: bool
+        cls, entry: ModelEntry, device: torch.device, dtype: torch.dtype, options: LoadOptions
     ) -> TransformerEmbeddingModel:
         folder = entry.path
         pooling = read_pooling(folder)
@@ -151,12 +151,21 @@ class TransformerEmbeddingModel(EmbeddingModel):
             str(folder),
             dtype=dtype,
             local_files_only=True,
-            use_safetensors=weight_file_preferences(allow_pickle),
+            use_safetensors=weight_file_preferences(options.allow_pickle),
             weights_only=True,
         )
         model.to(device).eval()
         max_length = read_max_length(folder, tokenizer, model.config)
-        return cls(entry, device, dtype, tokenizer=tokenizer, model=model, pooling=pooling, max_length=max_length)
+        return cls(
+            entry,
+            device,
+            dtype,
+            tokenizer=tokenizer,
+            model=model,
+            pooling=pooling,
+            max_length=max_length,
+            cuda_graphs=options.cuda_graphs,
+        )
 
     @property
     def dimension(self) -> int:

@@ -12,9 +12,9 @@ import torch
 from PIL import Image
 
 from ..errors import FailedPreconditionError, InvalidArgumentError
-from ..types import ModelEntry, TensorSpec
-from .base import TensorModel, UpscalerModel
-from .loader import release_cached_memory
+from ..model_entry import ModelEntry, TensorSpec
+from .base import LoadOptions, TensorModel, UpscalerModel
+from .torch_support import release_cached_memory
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +23,7 @@ DEFAULT_OUTPUT_NAME = "output"
 
 def load_script_module(entry: ModelEntry, device: torch.device, dtype: torch.dtype) -> torch.jit.ScriptModule:
     """torch.jit.load runs TorchScript's own restricted unpickler, never Python
-    pickle, so it is allowed whatever allow_pickle says."""
+    pickle, so it is allowed whatever LoadOptions.allow_pickle says."""
     module = torch.jit.load(str(_archive_path(entry)), map_location=device)
     module.eval()
     if dtype.is_floating_point and _floating_dtypes(module) - {dtype}:
@@ -83,7 +83,7 @@ class TorchScriptTensorModel(_ScriptModel, TensorModel):
 
     @classmethod
     def load(
-        cls, entry: ModelEntry, device: torch.device, dtype: torch.dtype, allow_pickle: bool
+        cls, entry: ModelEntry, device: torch.device, dtype: torch.dtype, options: LoadOptions
     ) -> TorchScriptTensorModel:
         return cls(entry, device, dtype, load_script_module(entry, device, dtype))
 
@@ -163,7 +163,7 @@ class TorchScriptUpscaler(_ScriptModel, UpscalerModel):
 
     @classmethod
     def load(
-        cls, entry: ModelEntry, device: torch.device, dtype: torch.dtype, allow_pickle: bool
+        cls, entry: ModelEntry, device: torch.device, dtype: torch.dtype, options: LoadOptions
     ) -> TorchScriptUpscaler:
         scale = entry.manifest.scale if entry.manifest else None
         if not scale or scale < 2:

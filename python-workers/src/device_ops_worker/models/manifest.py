@@ -16,7 +16,7 @@ from pathlib import PurePosixPath
 from types import MappingProxyType
 from typing import TypeVar
 
-from ..types import ModelFormat, ModelManifest, Task, TensorSpec
+from ..model_entry import ModelFormat, ModelManifest, Task, TensorSpec
 
 MANIFEST_DTYPES = ("float16", "bfloat16", "float32")
 # Element types a TorchScript input or output may declare (numpy/torch names).

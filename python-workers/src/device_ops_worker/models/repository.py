@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import FailedPreconditionError, InvalidArgumentError, NotFoundError, WorkerError
-from ..types import (
+from ..model_entry import (
     DIFFUSION_TASKS,
     ModelEntry,
     ModelFormat,
@@ -30,13 +30,11 @@ from ..types import (
     ValidationState,
 )
 from .manifest import ManifestError, parse_manifest
-from .safetensors_header import read_header
 from .validation import (
     Inspection,
     ModelTree,
     check_model,
     is_inside,
-    open_regular,
     read_small,
     torchscript_problem,
     weight_files,
@@ -478,24 +476,3 @@ def _weights(tree: ModelTree, model_format: ModelFormat | None) -> tuple[Path, .
         return tuple(tree.files[name] for name in names)
     return weight_files(tree)
 
-
-# ---------------------------------------------------------------- helpers for loaders
-
-
-def weights_bytes(entry: ModelEntry) -> int:
-    """Bytes of the entry's weight files on disk (each file once); an estimate
-    of what loading reads, not of device memory (dtype casts change that)."""
-    sizes: dict[str, int] = {}
-    for path in entry.weight_files:
-        try:
-            sizes[os.path.realpath(path)] = os.stat(path).st_size
-        except OSError:
-            continue
-    return sum(sizes.values())
-
-
-def safetensors_dtypes(path: Path) -> set[str]:
-    """Dtype names ("F16", "BF16", "F32", ...) of the tensors in a safetensors
-    file, from its header only. Raises SafetensorsHeaderError or OSError."""
-    with open_regular(Path(os.path.realpath(path))) as stream:
-        return read_header(stream, os.fstat(stream.fileno()).st_size).dtypes

@@ -21,7 +21,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..types import ModelFormat, ModelManifest, Task
+from ..model_entry import ModelFormat, ModelManifest, Task
 from .safetensors_header import SafetensorsHeaderError, read_header
 
 # Suffixes of files loaded with pickle (unless the file is a TorchScript archive).

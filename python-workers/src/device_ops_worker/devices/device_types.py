@@ -18,18 +18,30 @@ class DeviceMemory:
 
 
 @dataclass(frozen=True)
+class NvmlReading:
+    """What NVML reports of one board; each field ``None`` where it does not."""
+
+    uuid: str | None = None
+    utilization_percent: int | None = None
+    memory_utilization_percent: int | None = None
+    temperature_celsius: float | None = None
+    power_watts: float | None = None
+    power_limit_watts: float | None = None
+    driver_version: str | None = None
+
+
+# A board NVML did not answer for (or a machine without NVML).
+NO_NVML_READING = NvmlReading()
+
+
+@dataclass(frozen=True)
 class CudaDetails:
     index: int
     uuid: str | None
     compute_capability: str
     multiprocessor_count: int | None
-    utilization_percent: int | None
-    memory_utilization_percent: int | None
-    temperature_celsius: float | None
-    power_watts: float | None
-    power_limit_watts: float | None
-    driver_version: str | None
     cuda_runtime_version: str | None
+    nvml: NvmlReading = NO_NVML_READING
 
 
 @dataclass(frozen=True)

