@@ -15,14 +15,17 @@
  *    worker once every stream saw `accepted` and one saw `progress`; time from
  *    the kill to each stream's terminal event.
  * 3. Overload: MAX_ACTIVE_SESSIONS and MAX_INFLIGHT_PER_WORKER small, a flood
- *    of POST /api/inference/sessions (a tensor job on tiny-mlp, a few ms of
- *    worker time each) with 64 requests in flight; 202 vs 503,
+ *    of POST /api/inference/execute (a tensor job on tiny-mlp, a few ms of
+ *    worker time each) with 64 requests in flight; 200 vs 503,
  *    Retry-After and problem type on each 503, 503s per second, their
  *    latency, gateway memory; then every accepted session must end.
  * 4. Lost or stuck jobs, (2) and (3) together: must be 0.
+ * 5. Replicas (fault-report-replicas.ts): several gateway processes on one
+ *    PostgreSQL, killed, restarted and added under load; takeover time and
+ *    cancels through a replica that does not own the session. Counts toward (4).
  *
  * FAULTS_REPEAT (default 3) sets the repetitions of (1); FAULTS_FLOOD_SECONDS
- * (default 5) the flood's length; FAULTS_ONLY=recovery|streams|overload runs
+ * (default 5) the flood's length; FAULTS_ONLY=recovery|streams|overload|replicas runs
  * one part.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -47,6 +50,7 @@ import {
   type Gateway,
   type SseFrame,
 } from './fault-report-lib.js';
+import { replicaLost, replicaRows, replicas } from './fault-report-replicas.js';
 
 const REPEAT = Number(process.env.FAULTS_REPEAT ?? 3);
 const FLOOD_SECONDS = Number(process.env.FAULTS_FLOOD_SECONDS ?? 5);
@@ -258,11 +262,12 @@ async function overload(models: string) {
         while (performance.now() < end) {
           const sent = performance.now();
           try {
-            const response = await post(gateway, '/api/inference/sessions', FLOOD_JOB, auth);
+            // Execute: refused at once beyond the bounds (background sessions would wait in the queue instead).
+            const response = await post(gateway, '/api/inference/execute', FLOOD_JOB, auth);
             const body = (await response.json()) as { id?: string; type?: string };
             const took = performance.now() - sent;
             statuses.push(String(response.status));
-            if (response.status === 202) {
+            if (response.status === 200) {
               accepted.push(body.id!);
               acceptedLatencies.push(took);
             } else if (response.status === 503) {
@@ -342,6 +347,7 @@ async function main(): Promise<void> {
       recovery: () => recoverOnce(models),
       streams: () => killUnderStreams(models),
       overload: () => overload(models),
+      replicas: () => replicas(models),
     };
     console.log(JSON.stringify(await parts[ONLY]!(), null, 2));
     return;
@@ -350,7 +356,8 @@ async function main(): Promise<void> {
   for (let i = 0; i < REPEAT; i += 1) recoveries.push(await recoverOnce(models));
   const streams = await killUnderStreams(models);
   const flood = await overload(models);
-  const lost = streams.lost + flood.lost;
+  const shared = await replicas(models);
+  const lost = streams.lost + flood.lost + replicaLost(shared);
 
   const rows: [string, string][] = [
     [`1. recovery after kill -9, median of ${REPEAT} (one per fresh gateway)`, ms(median(recoveries.map((r) => r.recoveryMs)))],
@@ -376,7 +383,8 @@ async function main(): Promise<void> {
     ['   gateway heapUsed before / end of flood / after drain', `${mb(flood.memoryBefore.heapUsedBytes)} / ${mb(flood.memoryAtEnd.heapUsedBytes)} / ${mb(flood.memoryAfterDrain.heapUsedBytes)}`],
     ['   accepted sessions ended as (drained in)', `${JSON.stringify(flood.acceptedFinal)} (${ms(flood.drainMs)})`],
     ['   accepted but missing from the list / not terminal', `${flood.missing} / ${flood.stuck}`],
-    ['4. lost or stuck jobs', `${lost}  (streams ${streams.lost} + overload ${flood.lost})  ${lost === 0 ? 'PASS' : 'FAIL'}`],
+    ...replicaRows(shared),
+    ['4. lost or stuck jobs', `${lost}  (streams ${streams.lost} + overload ${flood.lost} + replicas ${replicaLost(shared)})  ${lost === 0 ? 'PASS' : 'FAIL'}`],
   ];
   const width = Math.max(...rows.map(([name]) => name.length)) + 2;
   for (const [name, value] of rows) console.log(`${name.padEnd(width)}${value}`);
@@ -385,7 +393,7 @@ async function main(): Promise<void> {
   const out = join(repoRoot, 'var', 'bench');
   mkdirSync(out, { recursive: true });
   const machine = { cpu: cpu[0]?.model, cores: cpu.length, node: process.version, os: `${type()} ${release()}` };
-  writeFileSync(join(out, 'fault-report.json'), JSON.stringify({ machine, recoveries, streams, flood, lost }, null, 2));
+  writeFileSync(join(out, 'fault-report.json'), JSON.stringify({ machine, recoveries, streams, flood, replicas: shared, lost }, null, 2));
   console.log(`figures written to ${join('var', 'bench', 'fault-report.json')} in ${((performance.now() - began) / 1000).toFixed(0)} s`);
   process.exitCode = lost === 0 ? 0 : 1;
 }

@@ -29,7 +29,10 @@ import { ModelService } from './features/models/model-service.js';
 import { postprocessingRoutes } from './features/postprocessing/postprocessing-routes.js';
 import { WorkerScheduler } from './features/scheduling/worker-scheduler.js';
 import { SessionEventLog } from './features/sessions/session-event-log.js';
+import { InstanceLease } from './features/sessions/instance-lease.js';
+import { SessionDispatcher } from './features/sessions/session-dispatcher.js';
 import { SessionService } from './features/sessions/session-service.js';
+import { LocalSessionBus, type SessionBus } from './infra/bus/session-bus.js';
 import { StreamAdmission } from './features/sessions/stream-admission.js';
 import { ServiceUnavailableError } from './errors/gateway-error.js';
 import type { WorkerPool } from './features/workers/worker-handle.js';
@@ -60,10 +63,15 @@ export interface AppDeps {
   pingDatabase?: () => Promise<number>;
   /** Whether rate-limit counters are where they belong, for metrics. */
   rateLimitStoreHealthy?: () => boolean;
+  /** How instances tell each other about sessions: PostgreSQL LISTEN/NOTIFY between replicas; in process by default. */
+  bus?: SessionBus;
 }
 
 export interface GatewayServices {
   sessions: SessionService;
+  /** Claims queued work, takes over orphaned sessions, renews the lease; started by main.ts. */
+  dispatcher: SessionDispatcher;
+  lease: InstanceLease;
   batches: BatchService;
   apiKeys: ApiKeyService;
   audit: AuditService;
@@ -122,16 +130,23 @@ export function createApp(config: Config, deps: AppDeps): GatewayApp {
   const authenticator = new Authenticator(config, config.authApiKeysEnabled ? apiKeys : null, metrics);
   // Placement reads cheap worker metadata: a worker that does not answer within the health deadline is skipped.
   const scheduler = new WorkerScheduler(workers, Math.min(config.grpcDeadlineMs, config.healthCheckDeadlineMs), config.maxInflightPerWorker);
+  const bus = deps.bus ?? new LocalSessionBus();
+  const lease = new InstanceLease(stores.instances, config.sessionLeaseSeconds * 1000, logger);
   const sessions = new SessionService({
     sessions: stores.sessions,
-    events: new SessionEventLog(stores.events, logger),
+    eventStore: stores.events,
+    events: new SessionEventLog(stores.events, logger, bus, lease.id),
+    bus,
     scheduler,
     logger,
+    instanceId: lease.id,
     inferenceDeadlineMs: config.inferenceDeadlineMs,
+    queueTimeoutMs: config.queueTimeoutSeconds * 1000,
     outputUrl: (sessionId, file) => `/api/inference/outputs/${sessionId}/${encodeURIComponent(file)}`,
     metrics,
     maxActiveSessions: config.maxActiveSessions,
   });
+  const dispatcher = new SessionDispatcher({ sessions: stores.sessions, service: sessions, scheduler, lease, bus, logger });
   const streams = new StreamAdmission({ perPrincipal: config.maxSseStreamsPerPrincipal, total: config.maxSseStreams });
   const inference = new InferenceService(sessions, scheduler);
   const batches = new BatchService({ batches: stores.batches, sessions: stores.sessions, sessionService: sessions, inference, scheduler, logger });
@@ -248,6 +263,6 @@ export function createApp(config: Config, deps: AppDeps): GatewayApp {
   return {
     app,
     openapi,
-    services: { sessions, batches, apiKeys, audit, readiness, metrics },
+    services: { sessions, dispatcher, lease, batches, apiKeys, audit, readiness, metrics },
   };
 }

@@ -15,6 +15,8 @@ import { HealthMonitor } from './features/workers/health-monitor.js';
 import { createDatabase, type Database } from './infra/database/database.js';
 import type { WorkerPool } from './features/workers/worker-handle.js';
 import { createLogger, type Logger } from './infra/logger.js';
+import { PgSessionBus } from './infra/bus/pg-session-bus.js';
+import { LocalSessionBus } from './infra/bus/session-bus.js';
 import { readGatewayVersion } from './version.js';
 
 export interface RunningGateway {
@@ -69,6 +71,12 @@ export async function startGateway(env: NodeJS.ProcessEnv, options: StartOptions
   monitor.start();
 
   const limits = await createRateLimits(config, logger);
+  // Replicas on one PostgreSQL tell each other about sessions through it; SQLite is one process.
+  const bus =
+    database.dialect === 'postgres'
+      ? new PgSessionBus(config.databaseUrl!, (channel, payload) => database.knex.raw('select pg_notify(?, ?)', [channel, payload]), logger)
+      : new LocalSessionBus();
+  if (bus instanceof PgSessionBus) await bus.start();
   const dependencies = [
     {
       name: 'database',
@@ -96,10 +104,11 @@ export async function startGateway(env: NodeJS.ProcessEnv, options: StartOptions
     metrics,
     pingDatabase: () => database.ping(),
     rateLimitStoreHealthy: () => limits.status().healthy,
+    bus,
   });
-  // Jobs a previous process left running can never finish: say so before serving.
-  await services.sessions.interruptLeftovers();
-  await services.batches.interruptLeftovers();
+  // A lease of its own before serving; sessions of instances that went away are taken over once their leases run out.
+  await services.lease.register();
+  await services.dispatcher.start();
   const server = createHttpServer(app).listen(config.port, config.host);
   await once(server, 'listening');
   const { port } = server.address() as AddressInfo;
@@ -110,10 +119,13 @@ export async function startGateway(env: NodeJS.ProcessEnv, options: StartOptions
   let closing: Promise<void> | null = null;
   /**
    * Drain, in order: readiness 503 at once (load balancers stop sending)
-   * and new work refused with 503 while /health stays 200; running jobs get
-   * up to SHUTDOWN_GRACE_SECONDS; then no new connections, jobs still
-   * running are recorded `interrupted` and their followers get a terminal
-   * event; the remaining connections close; workers stop last.
+   * and new work refused with 503 while /health stays 200; no more queued
+   * work is claimed; running jobs get up to SHUTDOWN_GRACE_SECONDS; then no
+   * new connections. Jobs still running then: with local workers (which
+   * stop with the gateway) recorded `interrupted`, their followers told;
+   * with remote workers (which run on) handed over — the lease is given up
+   * and another instance follows them to their end. The remaining
+   * connections close; workers stop last.
    */
   const close = () => {
     closing ??= (async () => {
@@ -121,20 +133,22 @@ export async function startGateway(env: NodeJS.ProcessEnv, options: StartOptions
       const deadline = Date.now() + graceMs;
       logger.info('gateway draining', { graceSeconds: config.shutdownGraceSeconds, activeSessions: services.sessions.activeCount });
       services.readiness.startDraining();
-      void services.batches.stop(graceMs); // no further batch item starts
+      services.dispatcher.pause(); // no further queued session starts here
       // Still listening while jobs finish: /health answers 200, /health/ready
       // 503, and new work gets 503 (see refuseWhileDraining).
       const idle = await services.sessions.waitIdle(graceMs);
       const drained = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeIdleConnections();
       services.sessions.close();
-      if (!idle) {
+      if (!idle && workers.mode === 'local') {
         const count = await services.sessions.interruptActive('the gateway shut down before the job finished');
         logger.warn('grace period over; jobs still running were interrupted', { count });
+      } else if (!idle) {
+        const count = await services.sessions.handOver('the gateway instance stopped');
+        logger.info('grace period over; jobs still running were handed over to the other instances', { count });
       }
-      // Batches record how they ended once their last items did.
-      await services.batches.stop(5000);
-      await services.batches.interruptLeftovers();
+      await services.dispatcher.stop();
+      await services.lease.giveUp();
       // Let responses of the jobs that just ended reach their clients, then close what is left.
       const lastWrites = setTimeout(() => server.closeAllConnections(), Math.max(200, deadline - Date.now()));
       await drained;
@@ -142,6 +156,7 @@ export async function startGateway(env: NodeJS.ProcessEnv, options: StartOptions
       monitor.stop();
       await workers.stop();
       await limits.close();
+      await bus.close();
       await database.close();
       logger.info('gateway stopped');
       await logger.close();

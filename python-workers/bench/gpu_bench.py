@@ -56,6 +56,7 @@ import functools
 import gc
 import importlib.util
 import inspect
+import itertools
 import json
 import os
 import platform
@@ -67,6 +68,7 @@ import sys
 import tempfile
 import time
 import traceback
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -240,9 +242,17 @@ def image_request(job_id: str, device_id: str, dtype: str, steps: int, side: int
     )
 
 
+# A worker refuses a job id it still keeps (ALREADY_EXISTS), and the load
+# generators resend the same prepared requests: each send gets a fresh id,
+# "<name>.<process tag><n>", the name kept for the worker's log.
+_SEND_TAG = uuid.uuid4().hex[:8]
+_SENDS = itertools.count()
+
+
 async def final_result(
     stub: worker_service_pb2_grpc.WorkerServiceStub, request: inference_pb2.InferRequest, progress: list[int] | None = None
 ) -> inference_pb2.InferResult:
+    request.job_id = f"{request.job_id.partition('.')[0]}.{_SEND_TAG}{next(_SENDS)}"
     last = None
     async for event in stub.Infer(request, timeout=_RPC_TIMEOUT):
         last = event

@@ -312,14 +312,6 @@ async def test_client_that_goes_away_cancels_the_job(worker: EngineWorker) -> No
     assert cancelled >= 1
 
 
-async def test_duplicate_running_job_id_is_refused(worker: EngineWorker) -> None:
-    call = worker.stub.Infer(t2i("twice", steps=30, side=256), timeout=120)
-    await read_until(call, "started")
-    await expect_status(lambda: worker.stub.Infer(t2i("twice"), timeout=30), grpc.StatusCode.FAILED_PRECONDITION, "twice")
-    await worker.stub.CancelJob(inference_pb2.CancelJobRequest(job_id="twice"), timeout=10)
-    await collect(call)
-
-
 # ---------------------------------------------------------------- embeddings
 
 

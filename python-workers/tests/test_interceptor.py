@@ -20,6 +20,7 @@ SERVICE = "test.Errors"
 DOMAIN_ERRORS: dict[str, type[errors.WorkerError]] = {
     "INVALID_ARGUMENT": errors.InvalidArgumentError,
     "NOT_FOUND": errors.NotFoundError,
+    "ALREADY_EXISTS": errors.AlreadyExistsError,
     "FAILED_PRECONDITION": errors.FailedPreconditionError,
     "RESOURCE_EXHAUSTED": errors.ResourceExhaustedError,
     "CANCELLED": errors.CancelledError,

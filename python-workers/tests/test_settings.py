@@ -25,6 +25,9 @@ def test_defaults() -> None:
     assert settings.max_queue_per_device == 64
     assert settings.metrics_port == 9101
     assert settings.progress_interval_ms == 250
+    assert settings.job_retention_seconds == 600
+    assert settings.max_retained_jobs == 1024
+    assert settings.max_retained_progress_events == 100
     assert settings.embedding_cuda_graphs is True
     assert settings.model_directory.is_absolute()
 

@@ -230,13 +230,23 @@ export const settings = {
   ),
   maxInflightPerWorker: setting(
     'MAX_INFLIGHT_PER_WORKER',
-    'Jobs this gateway keeps in flight on one worker; beyond it (on every worker) requests get 503 at once.',
+    'Jobs in flight on one worker — as the worker reports them (every replica\'s) or as this gateway counts them, whichever is more; beyond it on every worker, execute gets 503 at once and queued work waits.',
     int(1, 100_000).default(64),
   ),
   maxActiveSessions: setting(
     'MAX_ACTIVE_SESSIONS',
-    'Jobs this gateway relays at once, all workers together; beyond it requests get 503 at once.',
+    'Jobs this gateway process relays at once, all workers together (its own resources); beyond it execute gets 503 at once and queued work waits for an instance with room.',
     int(1, 1_000_000).default(1024),
+  ),
+  sessionLeaseSeconds: setting(
+    'SESSION_LEASE_SECONDS',
+    'How long a gateway instance holds the sessions it relays without renewing its lease; past it (it died), a live instance takes them over.',
+    int(2, 300).default(10),
+  ),
+  queueTimeoutSeconds: setting(
+    'QUEUE_TIMEOUT_SECONDS',
+    'How long a background session may wait in the queue for a worker with room; past it, it fails (QUEUE_TIMEOUT).',
+    int(1, 7 * 24 * 3600).default(3600),
   ),
   maxSseStreams: setting('MAX_SSE_STREAMS', 'Event streams open at once in this process; beyond it 503.', int(1, 1_000_000).default(2000)),
   maxSseStreamsPerPrincipal: setting(

@@ -1,25 +1,20 @@
-import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import knexFactory from 'knex';
 import { describe, expect, inject, it } from 'vitest';
 import { SessionSchema } from '../../src/features/sessions/session-schemas.js';
-import { repoRoot } from '../../src/infra/paths.js';
 import { createPostgresTestUrl, postgresServer } from '../helpers/databases.js';
-import { testEnv } from '../helpers/env.js';
+import { spawnGatewayProcess } from '../helpers/gateway-process.js';
 import { getJson } from '../helpers/http.js';
 import { waitFor } from '../helpers/wait.js';
 import { alice, longJob, openExecuteStream, post } from './fault-support.js';
 
-const SERVER = join(repoRoot, 'gateway', 'dist', 'server.js');
 // Without PostgreSQL binaries the run's global setup fails under CI, so this skips only outside it.
 
 /** The gateway as production runs it: its own process, PostgreSQL, SIGTERM from the orchestrator. */
-async function spawnGateway(databaseUrl: string, graceSeconds: number) {
-  if (!existsSync(SERVER)) throw new Error(`${SERVER} is missing: run the build (npm test does) first`);
-  const env = testEnv({
+function spawnGateway(databaseUrl: string, graceSeconds: number) {
+  return spawnGatewayProcess({
     MODEL_DIRECTORY: inject('demoModels'),
     OUTPUT_DIRECTORY: mkdtempSync(join(tmpdir(), 'device-ops-out-')),
     DATA_DIRECTORY: mkdtempSync(join(tmpdir(), 'device-ops-data-')),
@@ -29,14 +24,6 @@ async function spawnGateway(databaseUrl: string, graceSeconds: number) {
     RATE_LIMIT_INFERENCE_PER_PRINCIPAL: '100000',
     RATE_LIMIT_PER_IP: '100000',
   });
-  const child = spawn(process.execPath, [SERVER], { env, stdio: ['ignore', 'pipe', 'inherit'] });
-  const lines: Record<string, unknown>[] = [];
-  createInterface({ input: child.stdout! }).on('line', (line) => {
-    if (line.startsWith('{')) lines.push(JSON.parse(line) as Record<string, unknown>);
-  });
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  const listening = await waitFor(async () => lines.find((l) => l.message === 'gateway listening'), { timeoutMs: 120_000, what: 'the gateway to listen' });
-  return { child, exited, lines, url: String(listening.url).replace('localhost', '127.0.0.1') };
 }
 
 async function sessionRows(databaseUrl: string) {

@@ -13,6 +13,8 @@ export interface StandaloneWorker {
   address: string;
   /** Every line it wrote to stdout and stderr. */
   output: string[];
+  /** Its Prometheus endpoint, when started with `metrics`. */
+  metricsUrl: string | null;
   /** Signal it (SIGTERM by default) and wait for it to exit; safe to call twice. */
   stop(signal?: NodeJS.Signals): Promise<void>;
 }
@@ -29,6 +31,8 @@ export interface StandaloneWorkerOptions {
   host?: 'localhost' | '127.0.0.1';
   /** A fixed port (a worker restarted where the gateway expects it); a free one by default. */
   port?: number;
+  /** Serve its Prometheus metrics (on a free port). */
+  metrics?: boolean;
 }
 
 /**
@@ -38,7 +42,7 @@ export interface StandaloneWorkerOptions {
  */
 export async function startStandaloneWorker(options: StandaloneWorkerOptions): Promise<StandaloneWorker> {
   const python = loadConfig(testEnv()).workerPython;
-  const args = ['-m', 'device_ops_worker', '--port', String(options.port ?? 0), '--worker-id', options.id, '--ready-fd', '3', '--metrics-port', '-1'];
+  const args = ['-m', 'device_ops_worker', '--port', String(options.port ?? 0), '--worker-id', options.id, '--ready-fd', '3', '--metrics-port', options.metrics ? '0' : '-1'];
   args.push(
     '--model-directory', options.modelDirectory ?? join(options.dir, 'models'),
     '--output-directory', options.outputDirectory ?? join(options.dir, 'outputs'),
@@ -57,11 +61,12 @@ export async function startStandaloneWorker(options: StandaloneWorkerOptions): P
     createInterface({ input: child.stdio[3] as Readable }).once('line', resolve);
     child.once('exit', (code, signal) => reject(new Error(`worker ${options.id} exited with ${code ?? signal}: ${output.join('\n')}`)));
   });
-  const port = (JSON.parse(line) as { port: number }).port;
+  const { port, metricsPort } = JSON.parse(line) as { port: number; metricsPort?: number };
   return {
     child,
     address: `${options.host ?? '127.0.0.1'}:${port}`,
     output,
+    metricsUrl: options.metrics && metricsPort ? `http://127.0.0.1:${metricsPort}/metrics` : null,
     stop: async (signal: NodeJS.Signals = 'SIGTERM') => {
       process.off('exit', kill);
       if (child.exitCode === null && child.signalCode === null) child.kill(signal);

@@ -326,8 +326,10 @@ describe.each(['sqlite', 'postgres'] as Dialect[])('REST API on %s', (dialect) =
       const body = (await getJson(`${real.url}/api/processing/batches/${created.body.id}`, alice)).body as Record<string, any>;
       return body.status === 'cancelled' && body.progress.finished === body.sessions.length ? body : undefined;
     });
-    expect(done!.counts).toEqual({ cancelled: 1 });
+    // Every item is stored when the batch is accepted; the three still waiting end cancelled without reaching a worker.
+    expect(done!.counts).toEqual({ cancelled: 4 });
     expect(done!.progress).toMatchObject({ total: 4, notStarted: 3 });
+    expect((done!.sessions as { workerId: string | null }[]).filter((s) => s.workerId !== null)).toHaveLength(1);
     expect((await getJson(`${real.url}/api/processing/batches/${created.body.id}`, bob)).status).toBe(404);
   });
 

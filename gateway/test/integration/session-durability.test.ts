@@ -32,6 +32,9 @@ async function createSession(url: string) {
   return SessionSchema.parse(await response.json());
 }
 
+/** A short lease, so the dead gateway's sessions are taken over quickly. */
+const LEASE_SECONDS = 2;
+
 describe('nothing is silently lost', () => {
   it('ends a session failed, with the cause, when its worker dies mid-job', async () => {
     const real = await startRealGateway({
@@ -65,12 +68,13 @@ describe('nothing is silently lost', () => {
     }
   });
 
-  it('marks sessions of a gateway that died as interrupted, their events still readable', async () => {
+  it('ends the running session of a gateway that died with its local worker interrupted once its lease ran out, its events still readable', async () => {
     const dataDirectory = mkdtempSync(join(tmpdir(), 'device-ops-data-'));
     const env = testEnv({
       MODEL_DIRECTORY: inject('demoModels'),
       OUTPUT_DIRECTORY: mkdtempSync(join(tmpdir(), 'device-ops-out-')),
       DATA_DIRECTORY: dataDirectory,
+      SESSION_LEASE_SECONDS: String(LEASE_SECONDS),
     });
     const gateway = spawn(process.execPath, [join(repoRoot, 'gateway', 'dist', 'server.js')], { env, stdio: ['ignore', 'pipe', 'inherit'] });
     const lines: Record<string, unknown>[] = [];
@@ -108,8 +112,17 @@ describe('nothing is silently lost', () => {
 
     const next = await startRealGateway({ ...(env as Record<string, string>), LOG_LEVEL: 'warn' });
     try {
-      const interrupted = SessionSchema.parse((await getJson(`${next.url}/api/inference/sessions/${session.id}`, alice)).body);
+      // The dead instance's lease runs out; the new one takes the session over, finds its worker
+      // (restarted with the gateway) no longer holds the job, and ends it interrupted, saying why.
+      const interrupted = await waitFor(
+        async () => {
+          const current = SessionSchema.parse((await getJson(`${next.url}/api/inference/sessions/${session.id}`, alice)).body);
+          return current.status === 'running' ? undefined : current;
+        },
+        { timeoutMs: LEASE_SECONDS * 1000 + 5000 + MACHINE_MARGIN_MS, what: 'the session to be taken over' },
+      );
       expect(interrupted.status).toBe('interrupted');
+      expect(interrupted.error).toMatchObject({ code: 'INTERRUPTED', message: expect.stringMatching(/no longer holds it/) });
       expect(interrupted.finishedAt).not.toBeNull();
       const replay = await readSse(await fetch(`${next.url}/api/inference/sessions/${session.id}/events`, { headers: alice }));
       // Past events are all there, and the stream still ends with a terminal event.
@@ -118,5 +131,6 @@ describe('nothing is silently lost', () => {
     } finally {
       await next.gateway.close();
     }
-  });
+    // Two gateway starts with their workers: about 40 s alone on this machine, more beside other suites.
+  }, 180_000);
 });

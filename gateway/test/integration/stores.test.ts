@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createFakeSessionStores } from '../../src/features/sessions/fake-session-stores.js';
 import { createSessionStores, type SessionStores } from '../../src/features/sessions/session-store.js';
-import type { SessionStatus } from '../../src/features/sessions/session-types.js';
+import type { NewSession, SessionStatus } from '../../src/features/sessions/session-types.js';
 import { toDbTimestamp } from '../../src/infra/database/columns.js';
 import { createDatabase, SQLITE_FILE_NAME, type Database, type Dialect } from '../../src/infra/database/database.js';
 import { createLogger } from '../../src/infra/logger.js';
@@ -64,6 +64,15 @@ const fakeBackend: Backend = {
   },
 };
 
+/** A new session row as the service writes one (the job and its request id are not under test here). */
+const row = (fields: { id: string; owner: string; task: string; model: string | null; parameters: Record<string, unknown>; batchId?: string | null }, extra: Partial<NewSession> = {}): NewSession => ({
+  ...fields,
+  job: { kind: 'postprocess', task: 'enhance', model: '', sourceOutput: 'x/y.png', adjustments: { contrast: 1 } },
+  correlationId: 'test',
+  ownerInstance: null,
+  ...extra,
+});
+
 let counter = 0;
 const unique = (prefix: string) => `${prefix}-${(counter += 1)}-${randomUUID().slice(0, 8)}`;
 
@@ -91,29 +100,29 @@ describe.each([databaseBackend('postgres'), databaseBackend('sqlite'), fakeBacke
     await harness?.close();
   });
 
-  // With a database of their own: interruptAll touches every row.
-  const withFreshStores = async (work: (fresh: SessionStores) => Promise<void>) => {
+  // With a database of their own: the queue tests look at every row.
+  const withFreshStores = async (work: (fresh: SessionStores, setCreatedAt: Harness['setCreatedAt']) => Promise<void>) => {
     const fresh = await backend.open();
     try {
-      await work(fresh.stores);
+      await work(fresh.stores, fresh.setCreatedAt);
     } finally {
       await fresh.close();
     }
   };
 
   const newSession = (owner: string, id = unique('session'), batchId: string | null = null) =>
-    stores.sessions.create({ id, owner, task: 'text-to-image', model: 'tiny-sd', parameters: { steps: 4 }, batchId });
+    stores.sessions.create(row({ id, owner, task: 'text-to-image', model: 'tiny-sd', parameters: { steps: 4 }, batchId }));
 
   describe.skipIf(!backend.available)('sessions', () => {
     it('creates a queued session and reads it back', async () => {
       const before = Date.now();
-      const created = await stores.sessions.create({
+      const created = await stores.sessions.create(row({
         id: unique('session'),
         owner: 'alice',
         task: 'text-embedding',
         model: null,
         parameters: { texts: ['hello'] },
-      });
+      }));
       expect(created).toMatchObject({
         owner: 'alice',
         task: 'text-embedding',
@@ -145,13 +154,13 @@ describe.each([databaseBackend('postgres'), databaseBackend('sqlite'), fakeBacke
     });
 
     it('round-trips nested, unicode JSON in parameters and result', async () => {
-      const session = await stores.sessions.create({
+      const session = await stores.sessions.create(row({
         id: unique('session'),
         owner: 'alice',
         task: 'text-to-image',
         model: 'tiny-sd',
         parameters: richJson,
-      });
+      }));
       expect(session.parameters).toEqual(richJson);
       const updated = await stores.sessions.update(session.id, { result: { files: [{ path: 'out/ß.png', bytes: 12 }], ...richJson } });
       expect(updated.result).toEqual({ files: [{ path: 'out/ß.png', bytes: 12 }], ...richJson });
@@ -245,7 +254,7 @@ describe.each([databaseBackend('postgres'), databaseBackend('sqlite'), fakeBacke
     });
 
     it('filters by batch', async () => {
-      const batch = await stores.batches.create({ id: unique('batch'), owner: 'alice', itemCount: 2 });
+      const batch = await stores.batches.create({ id: unique('batch'), owner: 'alice', itemCount: 2, concurrency: 2 });
       const first = await newSession('alice', unique('item'), batch.id);
       const second = await newSession('bob', unique('item'), batch.id);
       await newSession('alice');
@@ -260,31 +269,117 @@ describe.each([databaseBackend('postgres'), databaseBackend('sqlite'), fakeBacke
       await expect(newSession('alice', unique('session'), unique('no-such-batch'))).rejects.toThrow();
     });
 
-    it('interrupts only sessions in the given statuses and counts them', async () => {
-      await withFreshStores(async ({ sessions }) => {
-        const statuses: SessionStatus[] = ['queued', 'queued', 'running', 'succeeded', 'failed', 'cancelled'];
-        const ids: string[] = [];
-        for (const status of statuses) {
-          const id = unique('session');
-          await sessions.create({ id, owner: 'alice', task: 'text-to-image', model: null, parameters: {} });
-          if (status !== 'queued') await sessions.update(id, { status });
-          ids.push(id);
+    it('claims queued sessions oldest first, each once, and ends a session once, fenced by its owner', async () => {
+      await withFreshStores(async ({ sessions, instances }, setCreatedAt) => {
+        await instances.register({ id: 'a', hostname: 'h', pid: 1, at: new Date() });
+        await instances.register({ id: 'b', hostname: 'h', pid: 2, at: new Date() });
+        const ids = [unique('q'), unique('q'), unique('q')];
+        for (const [i, id] of ids.entries()) {
+          await sessions.create(row({ id, owner: 'alice', task: 't', model: null, parameters: { i } }));
+          await setCreatedAt(id, new Date(Date.UTC(2030, 0, 1, 0, 0, 3 - i)));
         }
-        const finishedAt = at('2032-06-07T08:09:10.111Z');
-        expect(await sessions.interruptAll(['queued', 'running'], finishedAt)).toBe(3);
-        const after = await Promise.all(ids.map(async (id) => (await sessions.get(id))!));
-        expect(after.map((session) => session.status)).toEqual([
-          'interrupted',
-          'interrupted',
-          'interrupted',
-          'succeeded',
-          'failed',
-          'cancelled',
-        ]);
-        expect(after.slice(0, 3).every((session) => session.finishedAt?.getTime() === finishedAt.getTime())).toBe(true);
-        expect(after.slice(3).every((session) => session.finishedAt === null)).toBe(true);
-        expect(await sessions.interruptAll(['queued', 'running'], finishedAt)).toBe(0);
-        expect(await sessions.interruptAll([], finishedAt)).toBe(0);
+        expect(await sessions.queuePosition(ids[2]!)).toBe(0);
+        expect(await sessions.queuePosition(ids[0]!)).toBe(2);
+        const first = await sessions.claimNext('a');
+        expect(first?.session.id).toBe(ids[2]);
+        expect(first).toMatchObject({ correlationId: 'test', cancelRequested: false, dispatchCount: 0, deadlineAt: null });
+        expect(first!.job).toMatchObject({ kind: 'postprocess', task: 'enhance' });
+        expect(await sessions.queuePosition(ids[2]!)).toBeNull();
+        expect(await sessions.queuePosition(ids[1]!)).toBe(0);
+        expect((await sessions.claimNext('b'))?.session.id).toBe(ids[1]);
+        expect(await sessions.ownedBy('a')).toEqual([ids[2]]);
+
+        // Only the owner records the dispatch and ends it; an end is written once.
+        const deadlineAt = new Date(Date.now() + 60_000);
+        expect(await sessions.dispatch(ids[2]!, 'b', { workerId: 'w', deadlineAt, afterSequence: 2 })).toBe(false);
+        expect(await sessions.dispatch(ids[2]!, 'a', { workerId: 'w', deadlineAt, afterSequence: 2 })).toBe(true);
+        const end = { status: 'succeeded' as const, finishedAt: new Date(), result: { ok: true }, error: null };
+        expect(await sessions.finish(ids[2]!, end, 'b')).toBeUndefined();
+        expect(await sessions.finish(ids[2]!, end, 'a')).toMatchObject({ status: 'succeeded', result: { ok: true }, workerId: 'w' });
+        expect(await sessions.finish(ids[2]!, { ...end, status: 'failed' }, 'a')).toBeUndefined();
+        expect(await sessions.finish(ids[2]!, { ...end, status: 'failed' }, null)).toBeUndefined();
+        expect((await sessions.get(ids[2]!))?.status).toBe('succeeded');
+        expect(await sessions.ownedBy('a')).toEqual([]);
+
+        // Given back, it is claimable again; cancelled while unowned, it is not.
+        expect(await sessions.release(ids[1]!, 'a')).toBe(false);
+        expect(await sessions.release(ids[1]!, 'b')).toBe(true);
+        expect(await sessions.cancelQueued(ids[1]!, new Date())).toMatchObject({ status: 'cancelled', result: { reason: 'cancel-requested' } });
+        expect(await sessions.cancelQueued(ids[1]!, new Date())).toBeUndefined();
+        expect((await sessions.claimNext('a'))?.session.id).toBe(ids[0]);
+        expect(await sessions.cancelQueued(ids[0]!, new Date())).toBeUndefined();
+        await sessions.requestCancel(ids[0]!, new Date());
+        expect(await sessions.isCancelRequested(ids[0]!)).toBe(true);
+        expect(await sessions.claimNext('a')).toBeUndefined();
+      });
+    });
+
+    it("stores fenced events only while their writer owns the session: a relay that lost it cannot add to the history", async () => {
+      await withFreshStores(async ({ sessions, events }) => {
+        const id = unique('fenced');
+        await sessions.create(row({ id, owner: 'alice', task: 't', model: null, parameters: {} }, { ownerInstance: 'old' }));
+        const e = (sequence: number, writer: string | null | undefined) => ({ sessionId: id, sequence, type: 'progress', data: { sequence }, createdAt: new Date(), ...(writer !== undefined ? { writer } : {}) });
+        await events.appendMany([e(1, 'old'), e(2, 'other'), e(3, undefined)]);
+        expect((await events.listAfter(id, 0)).map((x) => x.sequence)).toEqual([1, 3]);
+        // Taken over: the old owner's later writes are dropped, the new owner's kept.
+        await sessions.takeOver('new', new Date(Date.now() + 60_000), 10);
+        await events.appendMany([e(4, 'old'), e(5, 'new')]);
+        expect((await events.listAfter(id, 0)).map((x) => x.sequence)).toEqual([1, 3, 5]);
+        expect(await events.lastSequences(id)).toEqual({ sequence: 5, workerSequence: 0 });
+      });
+    });
+
+    it('takes over only the sessions of instances whose lease ran out or that stopped', async () => {
+      await withFreshStores(async ({ sessions, instances }) => {
+        const now = Date.now();
+        await instances.register({ id: 'live', hostname: 'h', pid: 1, at: new Date(now) });
+        await instances.register({ id: 'dead', hostname: 'h', pid: 2, at: new Date(now - 60_000) });
+        await instances.register({ id: 'stopped', hostname: 'h', pid: 3, at: new Date(now) });
+        await instances.markStopped('stopped', new Date(now));
+        const held: Record<string, string> = {};
+        for (const owner of ['live', 'dead', 'stopped', 'me']) {
+          const id = unique('held');
+          await sessions.create(row({ id, owner: 'alice', task: 't', model: null, parameters: {} }, { ownerInstance: owner }));
+          held[owner] = id;
+        }
+        const ended = unique('held');
+        await sessions.create(row({ id: ended, owner: 'alice', task: 't', model: null, parameters: {} }, { ownerInstance: 'dead' }));
+        await sessions.finish(ended, { status: 'failed', finishedAt: new Date(), result: null, error: null }, 'dead');
+        await instances.heartbeat('live', new Date(now));
+        const taken = await sessions.takeOver('me', new Date(now - 10_000), 10);
+        expect(taken.map((t) => t.session.id).sort()).toEqual([held.dead, held.stopped].sort());
+        expect((await sessions.ownedBy('me')).sort()).toEqual([held.dead, held.stopped, held.me].sort());
+        expect(await sessions.ownedBy('live')).toEqual([held.live]);
+        expect(await sessions.takeOver('me', new Date(now - 10_000), 10)).toEqual([]);
+      });
+    });
+
+    it('ends queued sessions past their queue deadline, and none other', async () => {
+      await withFreshStores(async ({ sessions }) => {
+        const late = unique('late');
+        const early = unique('early');
+        const owned = unique('owned');
+        await sessions.create(row({ id: late, owner: 'a', task: 't', model: null, parameters: {} }, { queueDeadlineAt: new Date(Date.now() - 1000) }));
+        await sessions.create(row({ id: early, owner: 'a', task: 't', model: null, parameters: {} }, { queueDeadlineAt: new Date(Date.now() + 60_000) }));
+        await sessions.create(
+          row({ id: owned, owner: 'a', task: 't', model: null, parameters: {} }, { queueDeadlineAt: new Date(Date.now() - 1000), ownerInstance: 'x' }),
+        );
+        const expired = await sessions.expireQueued(new Date());
+        expect(expired.map((s) => s.id)).toEqual([late]);
+        expect(expired[0]).toMatchObject({ status: 'failed', error: { code: 'QUEUE_TIMEOUT' } });
+        expect(await sessions.expireQueued(new Date())).toEqual([]);
+        expect((await sessions.get(early))?.status).toBe('queued');
+      });
+    });
+
+    it("claims no more of a batch's items at once than its concurrency", async () => {
+      await withFreshStores(async ({ sessions, batches }) => {
+        const batch = await batches.create({ id: unique('batch'), owner: 'alice', itemCount: 3, concurrency: 2 });
+        for (let i = 0; i < 3; i += 1) await sessions.create(row({ id: unique('item'), owner: 'alice', task: 't', model: null, parameters: { i }, batchId: batch.id }));
+        const claimed = [await sessions.claimNext('a'), await sessions.claimNext('b'), await sessions.claimNext('a')];
+        expect(claimed.map((c) => c !== undefined)).toEqual([true, true, false]);
+        await sessions.finish(claimed[0]!.session.id, { status: 'succeeded', finishedAt: new Date(), result: null, error: null }, 'a');
+        expect(await sessions.claimNext('a')).toBeDefined();
       });
     });
   });
@@ -355,37 +450,35 @@ describe.each([databaseBackend('postgres'), databaseBackend('sqlite'), fakeBacke
 
   describe.skipIf(!backend.available)('batches', () => {
     it('creates a running batch and reads it back', async () => {
-      const batch = await stores.batches.create({ id: unique('batch'), owner: 'alice', itemCount: 3 });
+      const batch = await stores.batches.create({ id: unique('batch'), owner: 'alice', itemCount: 3, concurrency: 2 });
       expect(batch).toMatchObject({ owner: 'alice', status: 'running', itemCount: 3, finishedAt: null });
       expect(batch.createdAt).toBeInstanceOf(Date);
       expect(await stores.batches.get(batch.id)).toEqual(batch);
       expect(await stores.batches.get(unique('missing'))).toBeUndefined();
     });
 
-    it('updates the status, and the finish time only when given', async () => {
-      const batch = await stores.batches.create({ id: unique('batch'), owner: 'alice', itemCount: 1 });
-      const finishedAt = at('2030-05-05T05:05:05.555Z');
-      expect(await stores.batches.update(batch.id, { status: 'partial', finishedAt })).toMatchObject({ status: 'partial', finishedAt });
-      const relabelled = await stores.batches.update(batch.id, { status: 'failed' });
-      expect(relabelled.finishedAt?.toISOString()).toBe('2030-05-05T05:05:05.555Z');
-      expect(await stores.batches.get(batch.id)).toEqual({ ...batch, status: 'failed', finishedAt });
-      expect((await stores.batches.update(batch.id, { status: 'running', finishedAt: null })).finishedAt).toBeNull();
-      await expect(stores.batches.update(unique('missing'), { status: 'failed' })).rejects.toThrow(/does not exist/);
+    it('finishes a running batch once its last item ended, once, with the status its items give', async () => {
+      const batch = await stores.batches.create({ id: unique('batch'), owner: 'alice', itemCount: 2, concurrency: 2 });
+      const items = [await newSession('alice', unique('item'), batch.id), await newSession('alice', unique('item'), batch.id)];
+      const decide = (statuses: SessionStatus[], cancelled: boolean) => (cancelled ? 'cancelled' : statuses.every((s) => s === 'succeeded') ? 'succeeded' : 'partial');
+      const at1 = at('2030-05-05T05:05:05.555Z');
+      await stores.sessions.finish(items[0]!.id, { status: 'succeeded', finishedAt: at1, result: null, error: null }, null);
+      expect(await stores.batches.finishIfDone(batch.id, decide, at1)).toBeUndefined();
+      await stores.sessions.finish(items[1]!.id, { status: 'failed', finishedAt: at1, result: null, error: null }, null);
+      expect(await stores.batches.finishIfDone(batch.id, decide, at1)).toMatchObject({ status: 'partial', finishedAt: at1 });
+      expect(await stores.batches.finishIfDone(batch.id, decide, at1)).toBeUndefined();
+      expect(await stores.batches.get(batch.id)).toMatchObject({ status: 'partial', finishedAt: at1 });
     });
 
-    it('interrupts running batches only and counts them', async () => {
-      await withFreshStores(async ({ batches }) => {
-        const running = await batches.create({ id: unique('batch'), owner: 'alice', itemCount: 1 });
-        const alsoRunning = await batches.create({ id: unique('batch'), owner: 'bob', itemCount: 1 });
-        const done = await batches.create({ id: unique('batch'), owner: 'alice', itemCount: 1 });
-        await batches.update(done.id, { status: 'succeeded', finishedAt: at('2030-01-01T00:00:00.000Z') });
-        const finishedAt = at('2030-01-02T00:00:00.123Z');
-        expect(await batches.interruptAll(finishedAt)).toBe(2);
-        expect(await batches.get(running.id)).toMatchObject({ status: 'interrupted', finishedAt });
-        expect(await batches.get(alsoRunning.id)).toMatchObject({ status: 'interrupted', finishedAt });
-        expect(await batches.get(done.id)).toMatchObject({ status: 'succeeded', finishedAt: at('2030-01-01T00:00:00.000Z') });
-        expect(await batches.interruptAll(finishedAt)).toBe(0);
-      });
+    it('ends a batch whose cancellation was requested as cancelled', async () => {
+      const batch = await stores.batches.create({ id: unique('batch'), owner: 'alice', itemCount: 1, concurrency: 1 });
+      const item = await newSession('alice', unique('item'), batch.id);
+      await stores.batches.requestCancel(batch.id, new Date());
+      await stores.sessions.cancelQueued(item.id, new Date());
+      const decided: boolean[] = [];
+      const ended = await stores.batches.finishIfDone(batch.id, (_s, cancelled) => (decided.push(cancelled), cancelled ? 'cancelled' : 'failed'), new Date());
+      expect(decided).toEqual([true]);
+      expect(ended?.status).toBe('cancelled');
     });
   });
 });
@@ -405,7 +498,7 @@ describe.each(['postgres', 'sqlite'] as const)('database (%s)', (dialect) => {
       await db.migrate();
       await db.migrate();
       const applied = await db.knex('knex_migrations').select('name').orderBy('id');
-      expect(applied.map((row: { name: string }) => row.name)).toEqual(['0001_sessions', '0002_api_keys_and_audit_log']);
+      expect(applied.map((row: { name: string }) => row.name)).toEqual(['0001_sessions', '0002_api_keys_and_audit_log', '0003_session_ownership']);
     });
 
     it('has every table of the schema', async () => {
@@ -438,7 +531,7 @@ describe.each(['postgres', 'sqlite'] as const)('database (%s)', (dialect) => {
 
     it('deletes the events of a deleted session', async () => {
       const stores = createSessionStores(db.knex);
-      const session = await stores.sessions.create({ id: unique('session'), owner: 'alice', task: 't', model: null, parameters: {} });
+      const session = await stores.sessions.create(row({ id: unique('session'), owner: 'alice', task: 't', model: null, parameters: {} }));
       await stores.events.append({ sessionId: session.id, sequence: 1, type: 'accepted', data: {}, createdAt: new Date() });
       await stores.events.append({ sessionId: session.id, sequence: 2, type: 'queued', data: {}, createdAt: new Date() });
       await db.knex('sessions').where({ id: session.id }).del();
@@ -451,7 +544,7 @@ describe.each(['postgres', 'sqlite'] as const)('database (%s)', (dialect) => {
       await expect(
         db.knex.transaction(async (trx) => {
           const stores = createSessionStores(trx);
-          await stores.sessions.create({ id, owner: 'alice', task: 't', model: null, parameters: {} });
+          await stores.sessions.create(row({ id, owner: 'alice', task: 't', model: null, parameters: {} }));
           await stores.events.append({ sessionId: id, sequence: 1, type: 'accepted', data: {}, createdAt: new Date() });
           expect((await stores.sessions.get(id))?.id).toBe(id);
           throw new Error('roll back');
@@ -477,6 +570,38 @@ describe.skipIf(!dialectAvailable('postgres'))('PostgreSQL specifics', () => {
   });
   afterAll(async () => {
     await db?.close();
+  });
+
+  it('lets replicas claiming at once each take different sessions (FOR UPDATE SKIP LOCKED), every one exactly once', async () => {
+    // Two replicas: two stores over two connection pools to the same database.
+    const other = createDatabase({ databaseUrl: (db.knex.client.config.connection as { connectionString: string }).connectionString, dataDirectory: tmpdir() }, createLogger({ level: 'error', stream: new LogCapture() }));
+    try {
+      const a = createSessionStores(db.knex).sessions;
+      const b = createSessionStores(other.knex).sessions;
+      const ids: string[] = [];
+      for (let i = 0; i < 40; i += 1) {
+        const id = unique('race');
+        ids.push(id);
+        await a.create(row({ id, owner: 'alice', task: 't', model: null, parameters: { i } }));
+      }
+      const claimAll = async (store: typeof a, owner: string) => {
+        const got: string[] = [];
+        for (;;) {
+          const claimed = await store.claimNext(owner);
+          if (!claimed) return got;
+          if (ids.includes(claimed.session.id)) got.push(claimed.session.id);
+        }
+      };
+      // Both pools connected before the race starts.
+      await Promise.all([db.ping(), other.ping()]);
+      const [byA, byB] = await Promise.all([claimAll(a, 'replica-a'), claimAll(b, 'replica-b')]);
+      expect([...byA, ...byB].sort()).toEqual([...ids].sort());
+      expect(byA.filter((id) => byB.includes(id))).toEqual([]);
+      expect(byA.length).toBeGreaterThan(0);
+      expect(byB.length).toBeGreaterThan(0);
+    } finally {
+      await other.close();
+    }
   });
 
   it('talks to a real PostgreSQL server', async () => {
@@ -568,7 +693,7 @@ describe.each([databaseBackend('postgres'), databaseBackend('sqlite')])('databas
     const { stores, close } = await backend.open();
     try {
       const create = (owner: string, id: string, prompt: string) =>
-        stores.sessions.create({ id, owner, task: 'text-to-image', model: 'tiny-sd', parameters: { prompt }, batchId: null });
+        stores.sessions.create(row({ id, owner, task: 'text-to-image', model: 'tiny-sd', parameters: { prompt }, batchId: null }));
       const session = await create('alice', unique('session'), 'first');
       const secret = 'a private prompt 7f3a9c';
       const error = await create('bob', session.id, secret).then(

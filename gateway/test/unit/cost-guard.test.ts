@@ -39,7 +39,10 @@ async function cpuMicrosPer(operations: number, batches: number, run: () => Prom
 }
 
 describe('cost guards', () => {
-  it('verifies a JWT with the key the gateway prepares in at most 30 µs of CPU, and a string secret would not pass', async () => {
+  // Measured here: 12–36 µs with the prepared key (the VM varies from day to day), 785 µs
+  // with a string secret. The bound is about three times the highest, and still eight times
+  // below the regression it guards against; the side-by-side ratio catches it too.
+  it('verifies a JWT with the key the gateway prepares in at most 100 µs of CPU, several times cheaper than a string secret', async () => {
     const config = loadConfig(testEnv());
     const token = signToken({ expiresInSeconds: 3600 });
     const options = { algorithms: allowedAlgorithms(config) as jwt.Algorithm[] };
@@ -49,8 +52,8 @@ describe('cost guards', () => {
     // The known regression: a plain string secret, re-imported on every verification.
     const asString = await cpuMicrosPer(200, 5, () => void jwt.verify(token, TEST_JWT_SECRET, options));
     console.log(`JWT verification: prepared key ${prepared.toFixed(1)} µs of CPU, string secret ${asString.toFixed(1)} µs`);
-    expect(prepared).toBeLessThanOrEqual(30);
-    expect(asString).toBeGreaterThan(prepared);
+    expect(prepared).toBeLessThanOrEqual(100);
+    expect(asString).toBeGreaterThan(5 * prepared);
   });
 
   // Measured here: 12–19 µs alone, up to 55 µs with the whole suite running beside it.

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { createFakeSessionStores } from '../../src/features/sessions/fake-session-stores.js';
 import { SessionEventLog } from '../../src/features/sessions/session-event-log.js';
 import type { SessionEvent } from '../../src/features/sessions/session-types.js';
+import { LocalSessionBus } from '../../src/infra/bus/session-bus.js';
 import { createLogger } from '../../src/infra/logger.js';
 import { LogCapture } from '../helpers/log-capture.js';
 import { waitFor } from '../helpers/wait.js';
@@ -20,16 +21,34 @@ async function setup() {
       writes.push(events.length);
       await stores.events.appendMany(events);
     },
+    lastSequences: (id: string) => stores.events.lastSequences(id),
   };
   const logs = new LogCapture();
-  const log = new SessionEventLog(store, createLogger({ level: 'debug', stream: logs }));
+  const bus = new LocalSessionBus();
+  const announced: [string, number][] = [];
+  const publish = bus.publishStored.bind(bus);
+  bus.publishStored = (upTo) => {
+    announced.push(...upTo);
+    publish(upTo);
+  };
+  const log = new SessionEventLog(store, createLogger({ level: 'debug', stream: logs }), bus);
   const session = async () => {
-    const s = await stores.sessions.create({ id: crypto.randomUUID(), owner: 'alice', task: 'tensor', model: 'm', parameters: {}, batchId: null });
+    const s = await stores.sessions.create({
+      id: crypto.randomUUID(),
+      owner: 'alice',
+      task: 'tensor',
+      model: 'm',
+      parameters: {},
+      batchId: null,
+      job: { kind: 'postprocess', task: 'enhance', model: '', sourceOutput: 'a/b.png' },
+      correlationId: 'c',
+      ownerInstance: 'me',
+    });
     log.open(s.id);
     return s.id;
   };
   const event = (sessionId: string, sequence: number): SessionEvent => ({ sessionId, sequence, type: 'progress', data: { sequence }, createdAt: new Date() });
-  return { stores, log, logs, writes, session, event, setDown: (value: boolean) => (down = value) };
+  return { stores, store, bus, log, logs, writes, session, event, announced, setDown: (value: boolean) => (down = value) };
 }
 
 describe('session event log', () => {
@@ -75,5 +94,55 @@ describe('session event log', () => {
     log.append(event(good, 3));
     await log.flush();
     expect(writes.slice(before)).toEqual([1]);
+  });
+
+  it('tells every instance how far each session is stored, after the write and only then', async () => {
+    const { log, session, event, announced, setDown } = await setup();
+    const [a, b] = [await session(), await session()];
+    setDown(true);
+    log.append(event(a, 1));
+    await log.flush();
+    expect(announced).toEqual([]);
+    setDown(false);
+    log.append(event(a, 2));
+    log.append(event(b, 1));
+    await log.flush();
+    expect(new Map(announced)).toEqual(new Map([[a, 2], [b, 1]]));
+  });
+
+  it("follows a session relayed by another instance from the store, as the bus announces its events", async () => {
+    const { stores, store, bus, session, event } = await setup();
+    const id = await session();
+    // Another instance writes them; this log does not relay the session.
+    const elsewhere = new SessionEventLog(store, createLogger({ level: 'error', stream: new LogCapture() }), bus);
+    const seen: number[] = [];
+    await stores.events.append(event(id, 1));
+    const here = new SessionEventLog(store, createLogger({ level: 'error', stream: new LogCapture() }), bus);
+    const { unsubscribe, live } = await here.follow(id, 0, (e) => seen.push(e.sequence));
+    expect(live).toBe(true);
+    expect(seen).toEqual([1]);
+    elsewhere.open(id, 2);
+    for (const sequence of [2, 3, 4]) elsewhere.append(event(id, sequence));
+    await elsewhere.flush();
+    await waitFor(async () => (seen.length === 4 ? true : undefined), { what: 'the announced events' });
+    expect(seen).toEqual([1, 2, 3, 4]);
+    unsubscribe();
+  });
+
+  it('moves the followers of a session it stops relaying to the store, without a gap or a duplicate', async () => {
+    const { store, bus, log, session, event } = await setup();
+    const id = await session();
+    const seen: number[] = [];
+    log.append(event(id, 1));
+    await log.follow(id, 0, (e) => seen.push(e.sequence));
+    log.append(event(id, 2));
+    await log.release(id);
+    // The session goes on elsewhere.
+    const elsewhere = new SessionEventLog(store, createLogger({ level: 'error', stream: new LogCapture() }), bus);
+    elsewhere.open(id, 3);
+    elsewhere.append(event(id, 3));
+    await elsewhere.flush();
+    await waitFor(async () => (seen.length === 3 ? true : undefined), { what: 'the event written elsewhere' });
+    expect(seen).toEqual([1, 2, 3]);
   });
 });

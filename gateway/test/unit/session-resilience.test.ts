@@ -11,6 +11,7 @@ import { FakeWorker, FakeWorkerPool } from '../../src/features/workers/fake-work
 import type { InferEvent__Output } from '../../src/generated/device_ops/v1/InferEvent.js';
 import type { InferRequest } from '../../src/generated/device_ops/v1/InferRequest.js';
 import type { CallOptions, InferStream } from '../../src/infra/grpc/worker-client.js';
+import { LocalSessionBus } from '../../src/infra/bus/session-bus.js';
 import { createLogger } from '../../src/infra/logger.js';
 import { cpuDevice } from '../helpers/fake-app.js';
 import { LogCapture } from '../helpers/log-capture.js';
@@ -96,10 +97,10 @@ class FlakyWorker extends FakeWorker {
 const alice: Principal = { id: 'jwt:alice', subject: 'alice', scopes: ['inference'], method: 'jwt' };
 
 const spec = (extra: Partial<JobSpec> = {}): JobSpec => ({
-  task: 'tensor',
+  task: 'enhance',
   model: null,
   parameters: { size: 1 },
-  build: (jobId, deviceId) => ({ jobId, deviceId }),
+  job: { kind: 'postprocess', task: 'enhance', model: '', sourceOutput: 'a/b.png', adjustments: { contrast: 1 } },
   ...extra,
 });
 
@@ -123,11 +124,16 @@ function harness(workers: FakeWorker[], maxActiveSessions?: number): Harness {
   const logs = new LogCapture();
   const logger = createLogger({ level: 'debug', stream: logs });
   const scheduler = new WorkerScheduler(new FakeWorkerPool(workers), 1000);
+  const bus = new LocalSessionBus();
   const service = new SessionService({
     sessions: stores.sessions,
-    events: new SessionEventLog(stores.events, logger),
+    eventStore: stores.events,
+    events: new SessionEventLog(stores.events, logger, bus, 'test-instance'),
+    bus,
     scheduler,
     logger,
+    instanceId: 'test-instance',
+    queueTimeoutMs: 60_000,
     inferenceDeadlineMs: 60_000,
     outputUrl: (id, file) => `/outputs/${id}/${file}`,
     ...(maxActiveSessions !== undefined ? { maxActiveSessions } : {}),
@@ -397,10 +403,10 @@ describe('the end of a session', () => {
     const worker = new ControlledWorker('w0');
     const h = harness([worker]);
     // A database slower than the event relay.
-    const update = h.stores.sessions.update.bind(h.stores.sessions);
-    h.stores.sessions.update = async (id, fields) => {
-      if (fields.finishedAt) await new Promise((resolve) => setTimeout(resolve, 50));
-      return update(id, fields);
+    const finish = h.stores.sessions.finish.bind(h.stores.sessions);
+    h.stores.sessions.finish = async (id, end, owner) => {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      return finish(id, end, owner);
     };
     const seen = await statusesAtEvents(h, worker);
     expect(seen.map((e) => e.type)).toEqual(['accepted', 'started', 'result']);
@@ -410,14 +416,14 @@ describe('the end of a session', () => {
   it('still sends the terminal event at once when the database refuses the write, and stores the end when it is back', async () => {
     const worker = new ControlledWorker('w0');
     const h = harness([worker]);
-    const update = h.stores.sessions.update.bind(h.stores.sessions);
+    const finish = h.stores.sessions.finish.bind(h.stores.sessions);
     let refusals = 2; // the first write, and the first retry (the next is 1 s later)
-    h.stores.sessions.update = async (id, fields) => {
-      if (fields.finishedAt && refusals > 0) {
+    h.stores.sessions.finish = async (id, end, owner) => {
+      if (refusals > 0) {
         refusals -= 1;
         throw Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED' });
       }
-      return update(id, fields);
+      return finish(id, end, owner);
     };
     const seen = await statusesAtEvents(h, worker);
     // Sent while the row still said running: the client is not kept waiting on the database.

@@ -15,6 +15,7 @@ class Status(enum.Enum):
 
     INVALID_ARGUMENT = "INVALID_ARGUMENT"
     NOT_FOUND = "NOT_FOUND"
+    ALREADY_EXISTS = "ALREADY_EXISTS"
     FAILED_PRECONDITION = "FAILED_PRECONDITION"
     RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
     CANCELLED = "CANCELLED"
@@ -48,6 +49,10 @@ class InvalidArgumentError(WorkerError):
 
 class NotFoundError(WorkerError):
     status = Status.NOT_FOUND
+
+
+class AlreadyExistsError(WorkerError):
+    status = Status.ALREADY_EXISTS
 
 
 class FailedPreconditionError(WorkerError):

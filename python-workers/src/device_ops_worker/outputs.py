@@ -63,6 +63,12 @@ def job_directory(output_root: Path, job_id: str) -> Path:
     return directory
 
 
+def has_job_directory(output_root: Path, job_id: str) -> bool:
+    """Whether a job of this id left outputs: its folder (or anything in its place) exists."""
+    check_job_id(job_id)
+    return os.path.lexists(Path(os.path.realpath(output_root)) / job_id)
+
+
 def remove_job_directory(output_root: Path, job_id: str) -> None:
     """Delete a job's folder and everything in it (a cancelled job's partial
     outputs). A symlink in its place was not made by us and is left alone."""

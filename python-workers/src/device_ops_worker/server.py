@@ -19,6 +19,7 @@ from .devices import DeviceProbe
 from .devices.nvml import Nvml
 from .engine.compute_devices import ComputeDevices
 from .engine.inference_service import InferenceService
+from .engine.job_journal import Retention
 from .engine.memory_service import MemoryService
 from .engine.model_manager import ModelManager
 from .engine.model_service import ModelService
@@ -169,6 +170,11 @@ async def start_server(settings: Settings) -> RunningServer:
         output_root=settings.output_directory,
         limits=settings.limits,
         progress_interval_s=settings.progress_interval_ms / 1000,
+        retention=Retention(
+            seconds=settings.job_retention_seconds,
+            max_ended_jobs=settings.max_retained_jobs,
+            progress_events=settings.max_retained_progress_events,
+        ),
         observer=metrics,
         on_device_failure=state.fail_device,
     )

@@ -195,6 +195,7 @@ def request_from_pb(request: inference_pb2.InferRequest) -> InferenceRequest:
         device_id=request.device_id,
         dtype=request.dtype,
         input=_input_from_pb(request),
+        keep_running_on_disconnect=request.keep_running_on_disconnect,
     )
 
 
@@ -344,8 +345,15 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):
         self, request: inference_pb2.InferRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[inference_pb2.InferEvent]:
         # aclosing: when the caller goes away, the service's generator is
-        # closed at once, which cancels the job.
+        # closed at once, which cancels the job (unless it is kept running).
         async with contextlib.aclosing(self._inference.infer(request_from_pb(request))) as events:
+            async for stamped in events:
+                yield event_to_pb(stamped)
+
+    async def AttachJob(
+        self, request: inference_pb2.AttachJobRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[inference_pb2.InferEvent]:
+        async with contextlib.aclosing(self._inference.attach(request.job_id, request.after_sequence)) as events:
             async for stamped in events:
                 yield event_to_pb(stamped)
 

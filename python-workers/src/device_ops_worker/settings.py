@@ -91,6 +91,12 @@ class Settings:
     # Least time between two progress events of one job (the first and the
     # last step always go out); 0 sends every step.
     progress_interval_ms: float
+    # What AttachJob can replay (engine/job_journal.py): a finished job's
+    # events for this long, of this many finished jobs at most, each with its
+    # most recent progress events up to the last number (all other events kept).
+    job_retention_seconds: float
+    max_retained_jobs: int
+    max_retained_progress_events: int
     # Small embedding passes replayed from CUDA graphs (CUDA devices only).
     embedding_cuda_graphs: bool
     device_memory_fraction: float
@@ -255,6 +261,21 @@ SETTINGS: tuple[Setting, ...] = (
         "--progress-interval-ms", "PROGRESS_INTERVAL_MS",
         "least time between a job's progress events; first and last step always sent (0 every step)",
         _float(0, 60_000), "250",
+    ),
+    Setting(
+        "--job-retention-seconds", "JOB_RETENTION_SECONDS",
+        "seconds a finished job's events stay for AttachJob, and its id is refused by Infer",
+        _float(0, 86_400), "600",
+    ),
+    Setting(
+        "--max-retained-jobs", "MAX_RETAINED_JOBS",
+        "finished jobs kept for AttachJob at once, results included (in memory); the earliest finished go first",
+        _int(0, 1_000_000), "1024",
+    ),
+    Setting(
+        "--max-retained-progress-events", "MAX_RETAINED_PROGRESS_EVENTS",
+        "progress events kept per job for AttachJob, the most recent ones (every other event is kept)",
+        _int(0, 100_000), "100",
     ),
     Setting(
         "--embedding-cuda-graphs", "EMBEDDING_CUDA_GRAPHS",

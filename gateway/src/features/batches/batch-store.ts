@@ -7,7 +7,7 @@ import {
   type DbTimestamp,
 } from '../../infra/database/columns.js';
 import type { BatchStore } from '../sessions/session-store-type.js';
-import type { Batch, BatchStatus } from '../sessions/session-types.js';
+import { TERMINAL_SESSION_STATUSES, type Batch, type BatchStatus, type SessionStatus } from '../sessions/session-types.js';
 
 const TABLE = 'batches';
 
@@ -36,14 +36,15 @@ function mapRow(row: BatchRow): Batch {
 export class BatchDbStore implements BatchStore {
   constructor(private readonly db: Knex) {}
 
-  async create(batch: { id: string; owner: string; itemCount: number }): Promise<Batch> {
-    const row: BatchRow = {
+  async create(batch: { id: string; owner: string; itemCount: number; concurrency: number }): Promise<Batch> {
+    const row = {
       id: batch.id,
       owner: batch.owner,
       status: 'running',
       item_count: batch.itemCount,
       created_at: toDbTimestamp(new Date()),
       finished_at: null,
+      concurrency: batch.concurrency,
     };
     const [created] = await this.db(TABLE).insert(row).returning(COLUMNS);
     return mapRow(created as BatchRow);
@@ -54,19 +55,22 @@ export class BatchDbStore implements BatchStore {
     return row ? mapRow(row as BatchRow) : undefined;
   }
 
-  /** finishedAt undefined leaves the column as it is. Throws when the id is unknown. */
-  async update(id: string, update: { status: BatchStatus; finishedAt?: Date | null }): Promise<Batch> {
-    const patch: Partial<BatchRow> = { status: update.status };
-    if (update.finishedAt !== undefined) patch.finished_at = toDbTimestampOrNull(update.finishedAt);
-    const [row] = await this.db(TABLE).update(patch).where({ id }).returning(COLUMNS);
-    if (!row) throw new Error(`batch ${id} does not exist`);
-    return mapRow(row as BatchRow);
+  async requestCancel(id: string, at: Date): Promise<void> {
+    await this.db(TABLE).update({ cancel_requested_at: toDbTimestamp(at) }).where({ id, status: 'running' }).whereNull('cancel_requested_at');
   }
 
-  /** Running batches become interrupted (gateway restart); returns how many. */
-  async interruptAll(finishedAt: Date): Promise<number> {
-    return this.db(TABLE)
-      .update({ status: 'interrupted', finished_at: toDbTimestamp(finishedAt) })
-      .where('status', 'running');
+  async finishIfDone(id: string, decide: (statuses: SessionStatus[], cancelled: boolean) => BatchStatus, at: Date): Promise<Batch | undefined> {
+    const batch = (await this.db(TABLE).select('status', 'cancel_requested_at').where({ id }).first()) as
+      | { status: string; cancel_requested_at: unknown }
+      | undefined;
+    if (!batch || batch.status !== 'running') return undefined;
+    const statuses = ((await this.db('sessions').select('status').where('batch_id', id)) as { status: SessionStatus }[]).map((r) => r.status);
+    if (statuses.length === 0 || statuses.some((s) => !TERMINAL_SESSION_STATUSES.includes(s))) return undefined;
+    const status = decide(statuses, batch.cancel_requested_at !== null);
+    const [row] = await this.db(TABLE)
+      .update({ status, finished_at: toDbTimestampOrNull(at) })
+      .where({ id, status: 'running' })
+      .returning(COLUMNS);
+    return row ? mapRow(row as BatchRow) : undefined;
   }
 }

@@ -148,8 +148,8 @@ export function inferenceRoutes(deps: {
         503: { description: 'No worker can take the job now.' },
       },
       handler: async ({ body, context }) => {
-        const running = await inference.start(body, context.principal!, context.correlationId);
-        const session = presentSession(running.session);
+        const { session: stored, position } = await inference.enqueue(body, context.principal!, context.correlationId);
+        const session = presentSession(stored, position);
         return { status: 202, body: session, headers: { Location: session.links.self } };
       },
     }),
@@ -179,10 +179,10 @@ export function inferenceRoutes(deps: {
       auth: NEEDS_INFERENCE,
       request: { params: SessionIdParams },
       responses: { 200: { description: 'The session.', schema: SessionSchema }, 404: { description: 'No such session of yours.' } },
-      handler: async ({ params, context }) => ({
-        status: 200,
-        body: presentSession(await sessions.get(params.id, context.principal!)),
-      }),
+      handler: async ({ params, context }) => {
+        const session = await sessions.get(params.id, context.principal!);
+        return { status: 200, body: presentSession(session, session.status === 'queued' ? await sessions.queuePosition(session.id) : null) };
+      },
     }),
     defineRoute({
       method: 'get',

@@ -2,7 +2,8 @@ import { ConflictError, NotFoundError, ValidationError } from '../../errors/gate
 import type { Principal } from '../auth/principal.js';
 import type { Target, WorkerScheduler, WorkerView } from '../scheduling/worker-scheduler.js';
 import type { JobSpec, RunningSession, SessionService } from '../sessions/session-service.js';
-import { INFERENCE_LIMITS, PROTO_TO_TASK, TASK_TO_PROTO, recordedParameters, toInferRequest, type InferenceRequest } from './inference-schemas.js';
+import type { Session } from '../sessions/session-types.js';
+import { INFERENCE_LIMITS, PROTO_TO_TASK, TASK_TO_PROTO, recordedParameters, type InferenceRequest } from './inference-schemas.js';
 
 /** Measured cost of a (model, task): seconds per unit (denoising step, text, call), from finished sessions. */
 interface CostSample {
@@ -41,8 +42,19 @@ export class InferenceService {
       model: request.model,
       ...(request.deviceId ? { deviceId: request.deviceId } : {}),
       parameters: recordedParameters(request),
-      build: (jobId, deviceId) => toInferRequest(jobId, request, deviceId),
+      job: { kind: 'inference', request },
     };
+  }
+
+  /**
+   * A background session: checked against what the workers have (model,
+   * task, device) where it would run now, then stored queued; any instance
+   * dispatches it once a worker has room.
+   */
+  async enqueue(request: InferenceRequest, principal: Principal, correlationId: string, batchId?: string): Promise<{ session: Session; position: number }> {
+    const target = await this.scheduler.choose({ model: request.model, deviceId: request.deviceId }, correlationId, [], { ignoreCapacity: true });
+    await this.preflight(request, target, correlationId);
+    return this.sessions.enqueue(this.spec(request), principal, { correlationId, batchId: batchId ?? null });
   }
 
   async start(request: InferenceRequest, principal: Principal, correlationId: string, batchId?: string): Promise<RunningSession> {

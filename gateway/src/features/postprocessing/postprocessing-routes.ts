@@ -1,8 +1,6 @@
 import { z } from 'zod';
-import type { InferRequest } from '../../generated/device_ops/v1/InferRequest.js';
 import { defineRoute, type RouteSpec } from '../../http/route.js';
 import type { Principal } from '../auth/principal.js';
-import { TASK_TO_PROTO } from '../inference/inference-schemas.js';
 import { ModelNameSchema } from '../models/model-schemas.js';
 import { SessionSchema, presentSession } from '../sessions/session-schemas.js';
 import type { JobSpec, SessionService } from '../sessions/session-service.js';
@@ -64,8 +62,6 @@ export function postprocessingRoutes(sessions: SessionService): RouteSpec[] {
     return { status: 200, body: presentSession(finished) };
   };
 
-  const request = (task: 'upscale' | 'enhance', model: string, input: InferRequest['postprocess']) =>
-    (jobId: string, deviceId: string): InferRequest => ({ jobId, model, task: TASK_TO_PROTO[task], deviceId, postprocess: input });
 
   return [
     defineRoute({
@@ -80,14 +76,10 @@ export function postprocessingRoutes(sessions: SessionService): RouteSpec[] {
       responses: { 200: { description: 'The finished session; its result lists the new file.', schema: SessionSchema } },
       handler: async ({ body, context }) => {
         const source = await sourcePath(body.source, context.principal!);
-        const input = {
-          ...(body.image ? { image: Buffer.from(body.image, 'base64') } : {}),
-          sourceOutput: source,
-          ...(body.scale ? { scale: body.scale } : {}),
-        };
+        const input = { ...(body.image ? { image: body.image } : {}), sourceOutput: source, ...(body.scale ? { scale: body.scale } : {}) };
         const parameters = { source: body.source ?? { uploadedBytes: Buffer.byteLength(body.image!, 'base64') }, scale: body.scale ?? null };
         return run(
-          { task: 'upscale', model: body.model ?? null, parameters, build: request('upscale', body.model ?? '', input) },
+          { task: 'upscale', model: body.model ?? null, parameters, job: { kind: 'postprocess', task: 'upscale', model: body.model ?? '', ...input } },
           context.principal!,
           context.correlationId,
         );
@@ -106,10 +98,10 @@ export function postprocessingRoutes(sessions: SessionService): RouteSpec[] {
       handler: async ({ body, context }) => {
         const source = await sourcePath(body.source, context.principal!);
         const adjustments = Object.fromEntries(Object.entries(body.adjustments).filter(([, v]) => v !== undefined)) as Record<string, number>;
-        const input = { ...(body.image ? { image: Buffer.from(body.image, 'base64') } : {}), sourceOutput: source, adjustments };
+        const input = { ...(body.image ? { image: body.image } : {}), sourceOutput: source, adjustments };
         const parameters = { source: body.source ?? { uploadedBytes: Buffer.byteLength(body.image!, 'base64') }, adjustments };
         return run(
-          { task: 'enhance', model: null, parameters, build: request('enhance', '', input) },
+          { task: 'enhance', model: null, parameters, job: { kind: 'postprocess', task: 'enhance', model: '', ...input } },
           context.principal!,
           context.correlationId,
         );

@@ -32,6 +32,8 @@ export class WorkerScheduler {
   private readonly views = new Map<string, { at: number; view: Promise<WorkerView> }>();
   /** Jobs this gateway has running on each worker (tie-breaker without a view). */
   private readonly inFlight = new Map<string, number>();
+  /** Jobs each worker last reported running or queued on its devices. */
+  private readonly reported = new Map<string, { at: number; load: number; capacity: number }>();
 
   constructor(
     private readonly pool: WorkerPool,
@@ -43,6 +45,43 @@ export class WorkerScheduler {
   /** Jobs this gateway has in flight on a worker. */
   inFlightOf(workerId: string): number {
     return this.inFlight.get(workerId) ?? 0;
+  }
+
+  /**
+   * A worker's load for admission: what it last reported running and queued
+   * (every gateway's jobs: the worker is the truth shared by all replicas),
+   * or this gateway's own count when higher (reports lag by up to a second).
+   */
+  loadOf(workerId: string): number {
+    const report = this.freshReport(workerId);
+    return Math.max(this.inFlightOf(workerId), report?.load ?? 0);
+  }
+
+  /**
+   * Whether a worker can take another job: under MAX_INFLIGHT_PER_WORKER,
+   * and, with `byQueues`, under what its devices' queues hold (the queue
+   * dispatcher asks so, so queued work waits instead of being refused; a job
+   * placed at once goes to the worker, whose own refusal is the answer).
+   */
+  private hasRoomOn(workerId: string, byQueues = false): boolean {
+    const queues = byQueues ? (this.freshReport(workerId)?.capacity ?? Number.POSITIVE_INFINITY) : Number.POSITIVE_INFINITY;
+    return this.loadOf(workerId) < Math.min(this.maxInflightPerWorker, queues);
+  }
+
+  private freshReport(workerId: string): { load: number; capacity: number } | undefined {
+    const report = this.reported.get(workerId);
+    return report !== undefined && Date.now() - report.at < 2 * VIEW_TTL_MS ? report : undefined;
+  }
+
+  /** Whether any serving worker has room for queued work (by the loads and queues known now; nothing is asked). */
+  hasRoom(): boolean {
+    return this.serving().some(({ worker }) => this.hasRoomOn(worker.id, true));
+  }
+
+  /** A worker to follow a job on, by id, while it has a channel (whatever its health says). */
+  targetOf(workerId: string): Target | null {
+    const worker = this.pool.workers().find((w) => w.id === workerId);
+    return worker?.client ? { worker, client: worker.client, deviceId: '' } : null;
   }
 
   /** Every worker, serving or not. */
@@ -85,12 +124,15 @@ export class WorkerScheduler {
     const cached = this.views.get(worker.id);
     if (cached && Date.now() - cached.at < VIEW_TTL_MS) return cached.view;
     const options = { correlationId, deadlineMs: this.deadlineMs };
-    const view = Promise.all([client.listDevices(options), client.listModels(options)]).then(([devices, models]) => ({
-      worker,
-      client,
-      devices: devices.devices,
-      models: models.models,
-    }));
+    const view = Promise.all([client.listDevices(options), client.listModels(options)]).then(([devices, models]) => {
+      this.reported.set(worker.id, {
+        at: Date.now(),
+        load: devices.devices.reduce((sum, d) => sum + d.runningJobs + d.queuedJobs, 0),
+        // One running and queueCapacity waiting per device, as each device's queue allows.
+        capacity: devices.devices.reduce((sum, d) => sum + d.queueCapacity + 1, 0),
+      });
+      return { worker, client, devices: devices.devices, models: models.models };
+    });
     this.views.set(worker.id, { at: Date.now(), view });
     view.catch(() => this.views.delete(worker.id));
     return view;
@@ -105,9 +147,18 @@ export class WorkerScheduler {
     throw new NotFoundError(`deviceId: no serving worker has a device '${deviceId}'.`);
   }
 
-  /** Where a request would run (dry runs, preflight): nothing is reserved. */
-  choose(request: { model: string | null; deviceId?: string }, correlationId: string, exclude: readonly string[] = []): Promise<Target> {
-    return this.select(request, correlationId, exclude);
+  /**
+   * Where a request would run (dry runs, preflight): nothing is reserved.
+   * With `ignoreCapacity`, a worker at its in-flight bound still counts
+   * (queued work waits for room rather than being refused).
+   */
+  choose(
+    request: { model: string | null; deviceId?: string },
+    correlationId: string,
+    exclude: readonly string[] = [],
+    options: { ignoreCapacity?: boolean } = {},
+  ): Promise<Target> {
+    return this.select(request, correlationId, exclude, () => {}, options.ignoreCapacity ?? false);
   }
 
   /**
@@ -131,8 +182,9 @@ export class WorkerScheduler {
     exclude: readonly string[],
     // Called synchronously with the chosen worker, before any other request can be placed.
     claim: (workerId: string) => void = () => {},
+    ignoreCapacity = false,
   ): Promise<Target> {
-    const hasRoom = (workerId: string) => this.inFlightOf(workerId) < this.maxInflightPerWorker && !exclude.includes(workerId);
+    const hasRoom = (workerId: string) => (ignoreCapacity || this.hasRoomOn(workerId)) && !exclude.includes(workerId);
     const chosen = (target: Target): Target => {
       claim(target.worker.id);
       return target;
@@ -148,7 +200,7 @@ export class WorkerScheduler {
     if (serving.length === 0) throw this.atCapacity();
     if (serving.length === 1 || request.model === null) {
       // One candidate (or model-less work): the worker places it on its own devices.
-      const busy = (worker: WorkerHandle) => this.inFlight.get(worker.id) ?? 0;
+      const busy = (worker: WorkerHandle) => this.loadOf(worker.id);
       const { worker, client } = serving.reduce((best, next) => (busy(next.worker) < busy(best.worker) ? next : best));
       return chosen({ worker, client, deviceId: '' });
     }
@@ -159,7 +211,7 @@ export class WorkerScheduler {
 
   private atCapacity(): ServiceUnavailableError {
     return new ServiceUnavailableError(
-      `Every worker has ${this.maxInflightPerWorker} jobs in flight from this gateway; retry shortly.`,
+      `Every worker has ${this.maxInflightPerWorker} jobs in flight; retry shortly.`,
       5,
       'worker-capacity',
     );

@@ -1,6 +1,19 @@
+import { FakeInstanceStore } from './instance-store.js';
+import type { StoredJob } from './job-request.js';
 import type { SessionStores } from './session-store.js';
-import type { BatchStore, SessionEventStore, SessionStore } from './session-store-type.js';
-import type { Batch, BatchStatus, NewSession, Session, SessionEvent, SessionQuery, SessionStatus, SessionUpdate } from './session-types.js';
+import type { BatchStore, ClaimedSession, SessionEventStore, SessionStore } from './session-store-type.js';
+import {
+  TERMINAL_SESSION_STATUSES,
+  type Batch,
+  type BatchStatus,
+  type NewSession,
+  type Session,
+  type SessionEnd,
+  type SessionEvent,
+  type SessionQuery,
+  type SessionStatus,
+  type SessionUpdate,
+} from './session-types.js';
 
 /**
  * In-memory stores for unit tests of session logic. They behave like the
@@ -30,45 +43,63 @@ const newestFirst = (a: { createdAt: Date; id: string }, b: { createdAt: Date; i
   b.createdAt.getTime() - a.createdAt.getTime() || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0);
 
 export class FakeBatchStore implements BatchStore {
-  readonly rows = new Map<string, Batch>();
+  readonly rows = new Map<string, Batch & { concurrency: number; cancelRequested: boolean }>();
+  /** Set by createFakeSessionStores: the sessions finishIfDone reads. */
+  sessions?: FakeSessionStore;
 
-  async create(batch: { id: string; owner: string; itemCount: number }): Promise<Batch> {
+  async create(batch: { id: string; owner: string; itemCount: number; concurrency: number }): Promise<Batch> {
     if (this.rows.has(batch.id)) throw new Error(`duplicate key: batch ${batch.id}`);
-    const row: Batch = { ...batch, status: 'running', createdAt: new Date(), finishedAt: null };
-    this.rows.set(row.id, row);
-    return { ...row, createdAt: new Date(row.createdAt.getTime()) };
+    this.rows.set(batch.id, { ...batch, status: 'running', createdAt: new Date(), finishedAt: null, cancelRequested: false });
+    return (await this.get(batch.id))!;
   }
 
   async get(id: string): Promise<Batch | undefined> {
     const row = this.rows.get(id);
-    return row && { ...row, createdAt: new Date(row.createdAt.getTime()), finishedAt: dateCopy(row.finishedAt) };
+    if (!row) return undefined;
+    const { concurrency: _c, cancelRequested: _r, ...batch } = row;
+    return { ...batch, createdAt: new Date(row.createdAt.getTime()), finishedAt: dateCopy(row.finishedAt) };
   }
 
-  async update(id: string, update: { status: BatchStatus; finishedAt?: Date | null }): Promise<Batch> {
+  async requestCancel(id: string): Promise<void> {
     const row = this.rows.get(id);
-    if (!row) throw new Error(`batch ${id} does not exist`);
-    row.status = update.status;
-    if (update.finishedAt !== undefined) row.finishedAt = dateCopy(update.finishedAt);
-    return (await this.get(id)) as Batch;
+    if (row && row.status === 'running') row.cancelRequested = true;
   }
 
-  async interruptAll(finishedAt: Date): Promise<number> {
-    let count = 0;
-    for (const row of this.rows.values()) {
-      if (row.status !== 'running') continue;
-      row.status = 'interrupted';
-      row.finishedAt = new Date(finishedAt.getTime());
-      count += 1;
-    }
-    return count;
+  async finishIfDone(id: string, decide: (statuses: SessionStatus[], cancelled: boolean) => BatchStatus, at: Date): Promise<Batch | undefined> {
+    const row = this.rows.get(id);
+    if (!row || row.status !== 'running') return undefined;
+    const statuses = [...(this.sessions?.rows.values() ?? [])].filter((s) => s.batchId === id).map((s) => s.status);
+    if (statuses.length === 0 || statuses.some((s) => !TERMINAL_SESSION_STATUSES.includes(s))) return undefined;
+    row.status = decide(statuses, row.cancelRequested);
+    row.finishedAt = new Date(at.getTime());
+    return this.get(id);
   }
+}
+
+/** What the database keeps of a session beside its domain fields. */
+interface SessionMeta {
+  ownerInstance: string | null;
+  job: StoredJob | null;
+  correlationId: string | null;
+  queueDeadlineAt: Date | null;
+  deadlineAt: Date | null;
+  cancelRequested: boolean;
+  dispatchCount: number;
+  dispatchSequence: number;
 }
 
 export class FakeSessionStore implements SessionStore {
   readonly rows = new Map<string, Session>();
+  readonly meta = new Map<string, SessionMeta>();
 
-  /** With `batches`, a session naming an unknown batch is refused, as the foreign key does. */
-  constructor(private readonly batches?: FakeBatchStore) {}
+  /**
+   * With `batches`, a session naming an unknown batch is refused, as the
+   * foreign key does; with `instances`, takeOver reads their leases.
+   */
+  constructor(
+    private readonly batches?: FakeBatchStore,
+    private readonly instances?: FakeInstanceStore,
+  ) {}
 
   async create(session: NewSession): Promise<Session> {
     if (this.rows.has(session.id)) throw new Error(`duplicate key: session ${session.id}`);
@@ -93,6 +124,16 @@ export class FakeSessionStore implements SessionStore {
       finishedAt: null,
     };
     this.rows.set(row.id, row);
+    this.meta.set(row.id, {
+      ownerInstance: session.ownerInstance,
+      job: jsonCopy(session.job),
+      correlationId: session.correlationId,
+      queueDeadlineAt: session.queueDeadlineAt ?? null,
+      deadlineAt: null,
+      cancelRequested: false,
+      dispatchCount: 0,
+      dispatchSequence: 0,
+    });
     return copySession(row);
   }
 
@@ -119,26 +160,140 @@ export class FakeSessionStore implements SessionStore {
   async update(id: string, update: SessionUpdate): Promise<Session> {
     const row = this.rows.get(id);
     if (!row) throw new Error(`session ${id} does not exist`);
-    if (update.status !== undefined) row.status = update.status;
-    if (update.deviceId !== undefined) row.deviceId = update.deviceId;
-    if (update.workerId !== undefined) row.workerId = update.workerId;
-    if (update.result !== undefined) row.result = update.result === null ? null : jsonCopy(update.result);
-    if (update.error !== undefined) row.error = update.error === null ? null : { ...update.error };
-    if (update.startedAt !== undefined) row.startedAt = dateCopy(update.startedAt);
-    if (update.finishedAt !== undefined) row.finishedAt = dateCopy(update.finishedAt);
+    apply(row, update);
     return copySession(row);
   }
 
-  async interruptAll(statuses: readonly SessionStatus[], finishedAt: Date): Promise<number> {
-    let count = 0;
-    for (const row of this.rows.values()) {
-      if (!statuses.includes(row.status)) continue;
-      row.status = 'interrupted';
-      row.finishedAt = new Date(finishedAt.getTime());
-      count += 1;
-    }
-    return count;
+  async finish(id: string, end: SessionEnd, owner: string | null): Promise<Session | undefined> {
+    const row = this.rows.get(id);
+    const meta = this.meta.get(id);
+    if (!row || !meta || TERMINAL_SESSION_STATUSES.includes(row.status) || meta.ownerInstance !== owner) return undefined;
+    apply(row, { status: end.status, finishedAt: end.finishedAt, result: end.result, error: end.error, ...(end.workerId !== undefined ? { workerId: end.workerId } : {}) });
+    meta.job = null;
+    return copySession(row);
   }
+
+  async dispatch(id: string, owner: string, target: { workerId: string; deadlineAt: Date; afterSequence: number }): Promise<boolean> {
+    const row = this.rows.get(id);
+    const meta = this.meta.get(id);
+    if (!row || !meta || meta.ownerInstance !== owner || !UNENDED.includes(row.status)) return false;
+    row.workerId = target.workerId;
+    meta.deadlineAt = target.deadlineAt;
+    meta.dispatchSequence = target.afterSequence;
+    meta.dispatchCount += 1;
+    return true;
+  }
+
+  async hasQueued(): Promise<boolean> {
+    return [...this.rows.values()].some((s) => s.status === 'queued' && this.meta.get(s.id)!.ownerInstance === null);
+  }
+
+  async claimNext(owner: string): Promise<ClaimedSession | undefined> {
+    const relayed = (batchId: string) =>
+      [...this.rows.values()].filter((s) => s.batchId === batchId && UNENDED.includes(s.status) && this.meta.get(s.id)?.ownerInstance).length;
+    const candidate = [...this.rows.values()]
+      .filter((s) => s.status === 'queued' && this.meta.get(s.id)!.ownerInstance === null)
+      .filter((s) => s.batchId === null || relayed(s.batchId) < (this.batches?.rows.get(s.batchId)?.concurrency ?? Number.POSITIVE_INFINITY))
+      .sort(oldestFirst)[0];
+    if (!candidate) return undefined;
+    this.meta.get(candidate.id)!.ownerInstance = owner;
+    return this.claimed(candidate.id);
+  }
+
+  async takeOver(owner: string, liveSince: Date, limit: number): Promise<ClaimedSession[]> {
+    const orphans = [...this.rows.values()]
+      .filter((s) => UNENDED.includes(s.status))
+      .filter((s) => {
+        const holder = this.meta.get(s.id)!.ownerInstance;
+        return holder !== null && holder !== owner && !this.instances?.isLive(holder, liveSince);
+      })
+      .sort(oldestFirst)
+      .slice(0, limit);
+    for (const s of orphans) this.meta.get(s.id)!.ownerInstance = owner;
+    return orphans.map((s) => this.claimed(s.id));
+  }
+
+  async release(id: string, owner: string): Promise<boolean> {
+    const row = this.rows.get(id);
+    const meta = this.meta.get(id);
+    if (!row || !meta || meta.ownerInstance !== owner || row.status !== 'queued') return false;
+    meta.ownerInstance = null;
+    row.workerId = null;
+    return true;
+  }
+
+  async expireQueued(now: Date): Promise<Session[]> {
+    const expired: Session[] = [];
+    for (const row of this.rows.values()) {
+      const meta = this.meta.get(row.id)!;
+      if (row.status !== 'queued' || meta.ownerInstance !== null || !meta.queueDeadlineAt || meta.queueDeadlineAt >= now) continue;
+      apply(row, {
+        status: 'failed',
+        finishedAt: now,
+        error: { code: 'QUEUE_TIMEOUT', message: 'no worker had room for the job before its queue deadline (QUEUE_TIMEOUT_SECONDS)' },
+      });
+      meta.job = null;
+      expired.push(copySession(row));
+    }
+    return expired;
+  }
+
+  async cancelQueued(id: string, at: Date): Promise<Session | undefined> {
+    const row = this.rows.get(id);
+    const meta = this.meta.get(id);
+    if (!row || !meta || row.status !== 'queued' || meta.ownerInstance !== null) return undefined;
+    apply(row, { status: 'cancelled', finishedAt: at, result: { reason: 'cancel-requested' } });
+    meta.job = null;
+    return copySession(row);
+  }
+
+  async requestCancel(id: string): Promise<void> {
+    const row = this.rows.get(id);
+    if (row && UNENDED.includes(row.status)) this.meta.get(id)!.cancelRequested = true;
+  }
+
+  async isCancelRequested(id: string): Promise<boolean> {
+    return this.meta.get(id)?.cancelRequested ?? false;
+  }
+
+  async queuePosition(id: string, held = false): Promise<number | null> {
+    const row = this.rows.get(id);
+    if (!row || row.status !== 'queued' || (this.meta.get(id)!.ownerInstance !== null && !held)) return null;
+    const waiting = [...this.rows.values()].filter((s) => s.status === 'queued' && this.meta.get(s.id)!.ownerInstance === null).sort(oldestFirst);
+    return waiting.findIndex((s) => s.id === id);
+  }
+
+  async ownedBy(owner: string): Promise<string[]> {
+    return [...this.rows.values()].filter((s) => UNENDED.includes(s.status) && this.meta.get(s.id)!.ownerInstance === owner).map((s) => s.id);
+  }
+
+  private claimed(id: string): ClaimedSession {
+    const meta = this.meta.get(id)!;
+    return {
+      session: copySession(this.rows.get(id)!),
+      job: jsonCopy(meta.job!),
+      correlationId: meta.correlationId,
+      deadlineAt: meta.deadlineAt,
+      cancelRequested: meta.cancelRequested,
+      dispatchCount: meta.dispatchCount,
+      dispatchSequence: meta.dispatchSequence,
+    };
+  }
+}
+
+const UNENDED: SessionStatus[] = ['queued', 'running'];
+
+/** Oldest first, ties broken by id, as the queue orders them. */
+const oldestFirst = (a: Session, b: Session) => a.createdAt.getTime() - b.createdAt.getTime() || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+
+function apply(row: Session, update: SessionUpdate): void {
+  if (update.status !== undefined) row.status = update.status;
+  if (update.deviceId !== undefined) row.deviceId = update.deviceId;
+  if (update.workerId !== undefined) row.workerId = update.workerId;
+  if (update.result !== undefined) row.result = update.result === null ? null : jsonCopy(update.result);
+  if (update.error !== undefined) row.error = update.error === null ? null : { ...update.error };
+  if (update.startedAt !== undefined) row.startedAt = dateCopy(update.startedAt);
+  if (update.finishedAt !== undefined) row.finishedAt = dateCopy(update.finishedAt);
 }
 
 export class FakeSessionEventStore implements SessionEventStore {
@@ -173,7 +328,19 @@ export class FakeSessionEventStore implements SessionEventStore {
       }
       keys.add(key);
     }
-    for (const event of events) await this.append(event);
+    for (const event of events) {
+      // Fenced rows: only while the session's owner is the writer, as the database's insert does.
+      if (event.writer !== undefined && this.sessions && this.sessions.meta.get(event.sessionId)?.ownerInstance !== event.writer) continue;
+      await this.append(event);
+    }
+  }
+
+  async lastSequences(sessionId: string, since = 0): Promise<{ sequence: number; workerSequence: number }> {
+    const events = this.rows.get(sessionId) ?? [];
+    return {
+      sequence: Math.max(0, ...events.map((e) => e.sequence)),
+      workerSequence: Math.max(0, ...events.filter((e) => e.sequence > since).map((e) => e.workerSequence ?? 0)),
+    };
   }
 
   async listAfter(sessionId: string, afterSequence: number): Promise<SessionEvent[]> {
@@ -188,11 +355,14 @@ export interface FakeSessionStores extends SessionStores {
   sessions: FakeSessionStore;
   events: FakeSessionEventStore;
   batches: FakeBatchStore;
+  instances: FakeInstanceStore;
 }
 
 /** Linked fakes: sessions check their batch, events their session, like the foreign keys. */
 export function createFakeSessionStores(): FakeSessionStores {
   const batches = new FakeBatchStore();
-  const sessions = new FakeSessionStore(batches);
-  return { sessions, events: new FakeSessionEventStore(sessions), batches };
+  const instances = new FakeInstanceStore();
+  const sessions = new FakeSessionStore(batches, instances);
+  batches.sessions = sessions;
+  return { sessions, events: new FakeSessionEventStore(sessions), batches, instances };
 }

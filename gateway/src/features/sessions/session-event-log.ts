@@ -1,3 +1,4 @@
+import type { SessionBus } from '../../infra/bus/session-bus.js';
 import { isDatabaseUnavailable } from '../../infra/database/database-errors.js';
 import type { Logger } from '../../infra/logger.js';
 import type { SessionEventStore } from './session-store-type.js';
@@ -6,8 +7,12 @@ import type { SessionEvent } from './session-types.js';
 export type SessionListener = (event: SessionEvent) => void;
 
 interface ActiveLog {
+  /** Sequence of the first event appended here; earlier ones are in the store. */
+  firstSequence: number;
   events: SessionEvent[];
   listeners: Set<SessionListener>;
+  /** The same followers, which move to the store when the session leaves this instance unended. */
+  followers: Set<Follower>;
   finished: boolean;
 }
 
@@ -19,13 +24,16 @@ const FLUSH_AT = 1000;
 const MAX_PENDING = 100_000;
 /** How soon a failed write is tried again. */
 const RETRY_MS = 1000;
+/** A follower of a session relayed elsewhere also reads the store this often (a lost notification costs this much). */
+const REMOTE_POLL_MS = 1000;
 
 /**
- * Events of running sessions: kept in memory and delivered to listeners the
- * moment they happen, and written to the store behind them — every session's
- * pending events together, every 50 ms — so relaying an event never waits on
- * the database. Once a session ends and its events are stored, later readers
- * replay from the store.
+ * Events of the sessions this instance relays: kept in memory and delivered
+ * to local listeners the moment they happen, and written to the store behind
+ * them — every session's pending events together, every 50 ms — so relaying
+ * an event never waits on the database. After each write the bus tells every
+ * instance how far each session's events are stored, so a follower of a
+ * session relayed elsewhere (or ended) reads them from the store.
  */
 export class SessionEventLog {
   private readonly active = new Map<string, ActiveLog>();
@@ -39,16 +47,40 @@ export class SessionEventLog {
   constructor(
     private readonly store: SessionEventStore,
     private readonly logger: Logger,
+    private readonly bus: SessionBus,
+    /** This instance: events it relays are fenced by it (absent in unit tests of the log alone). */
+    private readonly instanceId?: string,
   ) {}
 
-  open(sessionId: string): void {
-    this.active.set(sessionId, { events: [], listeners: new Set(), finished: false });
+  /** Relay a session's events from here; the first one appended will have `firstSequence`. */
+  open(sessionId: string, firstSequence = 1): void {
+    this.active.set(sessionId, { firstSequence, events: [], listeners: new Set(), followers: new Set(), finished: false });
+  }
+
+  /**
+   * Stop relaying a session that has not ended (it went back to the queue,
+   * or to another instance): its events are stored, and its followers here
+   * go on reading from the store.
+   */
+  async release(sessionId: string): Promise<void> {
+    const log = this.active.get(sessionId);
+    if (!log) return;
+    await this.flush();
+    this.active.delete(sessionId);
+    for (const follower of log.followers) void follower.fromStore();
+  }
+
+  /** Store one event of a session not relayed by a log (queued, or ended there), fenced by its owner then (`writer`), and tell followers. */
+  async appendUnowned(event: SessionEvent, writer: string | null = null): Promise<void> {
+    await this.store.append({ ...event, writer });
+    this.bus.publishStored(new Map([[event.sessionId, event.sequence]]));
   }
 
   /** Record and deliver an event of an open session. */
   append(event: SessionEvent): void {
     const log = this.active.get(event.sessionId);
     if (!log) throw new Error(`session ${event.sessionId} has no open event log`);
+    if (this.instanceId !== undefined) event.writer = this.instanceId;
     log.events.push(event);
     for (const listener of log.listeners) listener(event);
     this.pending.push(event);
@@ -67,31 +99,36 @@ export class SessionEventLog {
   }
 
   /**
-   * Events after `afterSequence`, then every later one as it happens.
-   * `onEvent` is called in sequence order without duplicates. Returns an
-   * unsubscribe function and whether the session is still live.
+   * Events after `afterSequence`, then every later one as it happens,
+   * wherever the session is relayed: from this instance's memory while it
+   * relays it, else from the store as the bus says it holds more (and a slow
+   * poll). `onEvent` is called in sequence order without duplicates. Returns
+   * an unsubscribe function and whether events may still come.
    */
   async follow(
     sessionId: string,
     afterSequence: number,
     onEvent: SessionListener,
   ): Promise<{ unsubscribe: () => void; live: boolean }> {
-    let last = afterSequence;
-    const deliver = (event: SessionEvent) => {
-      if (event.sequence > last) {
-        last = event.sequence;
-        onEvent(event);
-      }
-    };
+    const follower = new Follower(sessionId, afterSequence, onEvent, this.store, this.bus, this.logger);
     const log = this.active.get(sessionId);
-    if (log) {
-      // Subscribe before replaying: nothing can fall between the two.
-      log.listeners.add(deliver);
-      for (const event of log.events) deliver(event);
-      return { unsubscribe: () => log.listeners.delete(deliver), live: !log.finished };
+    if (!log) {
+      await follower.fromStore();
+      return { unsubscribe: () => follower.stop(), live: true };
     }
-    for (const event of await this.store.listAfter(sessionId, afterSequence)) deliver(event);
-    return { unsubscribe: () => {}, live: false };
+    // Subscribe before replaying: nothing can fall between the two.
+    log.listeners.add(follower.listener);
+    log.followers.add(follower);
+    const earlier = follower.last + 1 < log.firstSequence ? await this.store.listAfter(sessionId, follower.last) : [];
+    follower.replayed([...earlier, ...log.events]);
+    return {
+      unsubscribe: () => {
+        log.listeners.delete(follower.listener);
+        log.followers.delete(follower);
+        follower.stop();
+      },
+      live: !log.finished,
+    };
   }
 
   listenerCount(sessionId: string): number {
@@ -115,6 +152,7 @@ export class SessionEventLog {
       this.pending = [];
       try {
         await this.store.appendMany(batch);
+        this.announce(batch);
         if (this.failing) this.logger.info('session events stored again', { count: batch.length });
         this.failing = false;
       } catch (error) {
@@ -141,6 +179,13 @@ export class SessionEventLog {
     return this.queued;
   }
 
+  /** Tell every instance how far these sessions' events are stored. */
+  private announce(events: readonly SessionEvent[]): void {
+    const upTo = new Map<string, number>();
+    for (const event of events) upTo.set(event.sessionId, Math.max(upTo.get(event.sessionId) ?? 0, event.sequence));
+    this.bus.publishStored(upTo);
+  }
+
   private async storeSeparately(batch: SessionEvent[], cause: unknown): Promise<void> {
     const bySession = new Map<string, SessionEvent[]>();
     for (const event of batch) {
@@ -153,6 +198,7 @@ export class SessionEventLog {
     for (const [index, events] of groups.entries()) {
       try {
         await this.store.appendMany(events);
+        this.announce(events);
       } catch (error) {
         if (isDatabaseUnavailable(error)) {
           // Went away meanwhile: what is left goes back to the retry path, in order.
@@ -167,6 +213,79 @@ export class SessionEventLog {
     }
     if (lost.length > 0) {
       this.logger.error('session events refused by the database and dropped', { sessions: lost.length, sessionIds: lost.slice(0, 10), err: cause });
+    }
+  }
+}
+
+/** One follower of one session: delivers in order, without duplicates, from memory or the store. */
+class Follower {
+  last: number;
+  private replaying = true;
+  private readonly held: SessionEvent[] = [];
+  private reading: Promise<void> = Promise.resolve();
+  private stopped = false;
+  private remote: { off: () => void; poll: NodeJS.Timeout } | null = null;
+  readonly listener: SessionListener = (event) => {
+    if (this.replaying) this.held.push(event);
+    else this.deliver([event]);
+  };
+
+  constructor(
+    private readonly sessionId: string,
+    afterSequence: number,
+    private readonly onEvent: SessionListener,
+    private readonly store: SessionEventStore,
+    private readonly bus: SessionBus,
+    private readonly logger: Logger,
+  ) {
+    this.last = afterSequence;
+  }
+
+  /** Deliver the replayed events and those held meanwhile, then live ones as they come. */
+  replayed(events: SessionEvent[]): void {
+    this.replaying = false;
+    this.deliver([...events, ...this.held.splice(0)]);
+  }
+
+  /** Follow from the store: read now, then whenever the bus says it holds more, and every REMOTE_POLL_MS. */
+  async fromStore(): Promise<void> {
+    if (this.stopped || this.remote) return;
+    this.replaying = false;
+    const off = this.bus.onStored(this.sessionId, (upTo) => {
+      if (upTo > this.last) void this.read();
+    });
+    const poll = setInterval(() => void this.read(), REMOTE_POLL_MS);
+    poll.unref();
+    this.remote = { off, poll };
+    await this.read();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.remote) {
+      this.remote.off();
+      clearInterval(this.remote.poll);
+      this.remote = null;
+    }
+  }
+
+  private read(): Promise<void> {
+    this.reading = this.reading.then(async () => {
+      if (this.stopped) return;
+      try {
+        this.deliver(await this.store.listAfter(this.sessionId, this.last));
+      } catch (error) {
+        this.logger.warn('could not read session events', { sessionId: this.sessionId, err: error });
+      }
+    });
+    return this.reading;
+  }
+
+  private deliver(events: SessionEvent[]): void {
+    for (const event of events.sort((a, b) => a.sequence - b.sequence)) {
+      if (this.stopped || event.sequence <= this.last) continue;
+      this.last = event.sequence;
+      this.onEvent(event);
     }
   }
 }

@@ -14,16 +14,21 @@ const TABLE = 'session_events';
 const ROWS_PER_INSERT = 1000;
 
 const INSERT_SQL = {
-  sqlite3: `insert into session_events (session_id, sequence, type, data, created_at)
+  // Rows whose element 7 is 1 are fenced: stored only while the session's owner is element 6.
+  sqlite3: `insert into session_events (session_id, sequence, type, data, created_at, worker_sequence)
     select json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
-           json_extract(value, '$[3]'), json_extract(value, '$[4]')
-    from json_each(?)`,
-  postgresql: `insert into session_events (session_id, sequence, type, data, created_at)
-    select e->>0, (e->>1)::integer, e->>2, (e->>3)::jsonb, (e->>4)::timestamptz
-    from jsonb_array_elements(?::jsonb) as e`,
+           json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]')
+    from json_each(?)
+    where json_extract(value, '$[7]') = 0
+       or exists (select 1 from sessions s where s.id = json_extract(value, '$[0]') and s.owner_instance is json_extract(value, '$[6]'))`,
+  postgresql: `insert into session_events (session_id, sequence, type, data, created_at, worker_sequence)
+    select e->>0, (e->>1)::integer, e->>2, (e->>3)::jsonb, (e->>4)::timestamptz, (e->>5)::integer
+    from jsonb_array_elements(?::jsonb) as e
+    where (e->>7)::integer = 0
+       or exists (select 1 from sessions s where s.id = e->>0 and s.owner_instance is not distinct from e->>6)`,
 } as const;
 
-const COLUMNS = ['session_id', 'sequence', 'type', 'data', 'created_at'] as const;
+const COLUMNS = ['session_id', 'sequence', 'type', 'data', 'created_at', 'worker_sequence'] as const;
 
 interface SessionEventRow {
   session_id: string;
@@ -32,6 +37,7 @@ interface SessionEventRow {
   /** jsonb on PostgreSQL (parsed), text on SQLite. */
   data: unknown;
   created_at: DbTimestamp;
+  worker_sequence: number | null;
 }
 
 function mapRow(row: SessionEventRow): SessionEvent {
@@ -41,6 +47,7 @@ function mapRow(row: SessionEventRow): SessionEvent {
     type: row.type,
     data: fromDbJson<Record<string, unknown>>(row.data),
     createdAt: fromDbTimestamp(row.created_at),
+    ...(row.worker_sequence !== null ? { workerSequence: Number(row.worker_sequence) } : {}),
   };
 }
 
@@ -57,7 +64,20 @@ export class SessionEventDbStore implements SessionEventStore {
     const sql = INSERT_SQL[this.db.client.dialect as keyof typeof INSERT_SQL];
     if (!sql) throw new Error(`session events: no insert statement for the ${String(this.db.client.dialect)} dialect`);
     const insert = (db: Knex, chunk: readonly SessionEvent[]) =>
-      db.raw(sql, [JSON.stringify(chunk.map((e) => [e.sessionId, e.sequence, e.type, toDbJson(e.data), toDbTimestamp(e.createdAt)]))]);
+      db.raw(sql, [
+        JSON.stringify(
+          chunk.map((e) => [
+            e.sessionId,
+            e.sequence,
+            e.type,
+            toDbJson(e.data),
+            toDbTimestamp(e.createdAt),
+            e.workerSequence ?? null,
+            e.writer ?? null,
+            e.writer === undefined ? 0 : 1,
+          ]),
+        ),
+      ]);
     if (events.length <= ROWS_PER_INSERT) {
       await insert(this.db, events);
       return;
@@ -75,5 +95,13 @@ export class SessionEventDbStore implements SessionEventStore {
       .andWhere('sequence', '>', afterSequence)
       .orderBy('sequence', 'asc');
     return (rows as SessionEventRow[]).map(mapRow);
+  }
+
+  async lastSequences(sessionId: string, since = 0): Promise<{ sequence: number; workerSequence: number }> {
+    const row = (await this.db(TABLE)
+      .select(this.db.raw('max(sequence) as last_sequence, max(case when sequence > ? then worker_sequence end) as last_worker_sequence', [since]))
+      .where('session_id', sessionId)
+      .first()) as { last_sequence: unknown; last_worker_sequence: unknown } | undefined;
+    return { sequence: Number(row?.last_sequence ?? 0), workerSequence: Number(row?.last_worker_sequence ?? 0) };
   }
 }

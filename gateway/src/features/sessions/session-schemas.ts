@@ -46,6 +46,12 @@ export const SessionSchema = z
     createdAt: z.iso.datetime(),
     startedAt: z.iso.datetime().nullable(),
     finishedAt: z.iso.datetime().nullable(),
+    queuePosition: z
+      .number()
+      .int()
+      .nullable()
+      .optional()
+      .meta({ description: 'While it waits in the queue for a worker with room: sessions ahead of it (0: next).' }),
     links: z.object({ self: z.string(), events: z.string() }),
   })
   .meta({ id: 'Session' });
@@ -69,7 +75,7 @@ export const SessionListQuery = z.strictObject({
 
 export type SessionBody = z.infer<typeof SessionSchema>;
 
-export function presentSession(session: Session): SessionBody {
+export function presentSession(session: Session, queuePosition?: number | null): SessionBody {
   const self = `/api/inference/sessions/${session.id}`;
   return {
     id: session.id,
@@ -86,6 +92,7 @@ export function presentSession(session: Session): SessionBody {
     createdAt: session.createdAt.toISOString(),
     startedAt: session.startedAt?.toISOString() ?? null,
     finishedAt: session.finishedAt?.toISOString() ?? null,
+    ...(queuePosition !== undefined ? { queuePosition } : {}),
     links: { self, events: `${self}/events` },
   };
 }

@@ -1,37 +1,17 @@
 import { randomUUID } from 'node:crypto';
-import { status } from '@grpc/grpc-js';
-import type { InferEvent__Output } from '../../generated/device_ops/v1/InferEvent.js';
-import type { InferRequest } from '../../generated/device_ops/v1/InferRequest.js';
-import type { InferResult__Output } from '../../generated/device_ops/v1/InferResult.js';
 import { NotFoundError, ServiceUnavailableError } from '../../errors/gateway-error.js';
-import { WorkerCallError } from '../../errors/worker-call-error.js';
-import type { InferStream } from '../../infra/grpc/worker-client.js';
+import type { SessionBus } from '../../infra/bus/session-bus.js';
 import type { Logger } from '../../infra/logger.js';
 import type { GatewayMetrics } from '../../infra/metrics.js';
 import { isAdmin, type Principal } from '../auth/principal.js';
 import type { Target, WorkerScheduler } from '../scheduling/worker-scheduler.js';
+import type { JobSpec } from './job-request.js';
 import type { SessionEventLog, SessionListener } from './session-event-log.js';
-import type { SessionStore } from './session-store-type.js';
-import {
-  TERMINAL_SESSION_STATUSES,
-  type Session,
-  type SessionError,
-  type SessionQuery,
-  type SessionStatus,
-} from './session-types.js';
+import { SessionRelay, type RelayJob, type RelayOutcome, type RelayStart } from './session-relay.js';
+import type { ClaimedSession, SessionEventStore, SessionStore } from './session-store-type.js';
+import { TERMINAL_SESSION_STATUSES, type Session, type SessionQuery } from './session-types.js';
 
-/** How long the end of a session is retried through a database outage. */
-const END_RETRY_MS = 5 * 60_000;
-
-/** What to run: everything the session records, and how to build the worker request. */
-export interface JobSpec {
-  task: string;
-  model: string | null;
-  deviceId?: string;
-  /** Recorded with the session (no raw images or texts). */
-  parameters: Record<string, unknown>;
-  build(jobId: string, deviceId: string): InferRequest;
-}
+export type { JobSpec } from './job-request.js';
 
 export interface StartOptions {
   correlationId: string;
@@ -42,84 +22,75 @@ export interface StartOptions {
 
 export interface RunningSession {
   session: Session;
-  /** Resolves with the session once it ended, whatever the outcome. */
+  /** Resolves with the session once it ended here (or, should it leave this instance, as last read). */
   done: Promise<Session>;
 }
 
-interface Live {
-  owner: string;
-  spec: JobSpec;
-  correlationId: string;
-  /** When the job must have ended (epoch ms), retries included. */
-  deadlineAt: number;
-  stream: InferStream;
-  target: Target;
-  /** Stop counting the job on its worker. */
-  release: () => void;
-  cancelRequested: boolean;
-  /** Why the gateway itself stopped the job (shutdown), if it did. */
-  interrupted: string | null;
-  /** Already sent to a second worker once. */
-  retried: boolean;
-  done?: Promise<Session>;
+export interface SessionServiceDeps {
+  sessions: SessionStore;
+  eventStore: SessionEventStore;
+  events: SessionEventLog;
+  bus: SessionBus;
+  scheduler: WorkerScheduler;
+  logger: Logger;
+  /** This gateway process's id: the owner of what it relays. */
+  instanceId: string;
+  inferenceDeadlineMs: number;
+  /** How long a queued session may wait for a worker with room (QUEUE_TIMEOUT_SECONDS). */
+  queueTimeoutMs: number;
+  outputUrl: (sessionId: string, file: string) => string;
+  metrics?: GatewayMetrics;
+  /** Jobs this gateway relays at once (MAX_ACTIVE_SESSIONS): execute beyond it gets 503; the queue waits. */
+  maxActiveSessions?: number;
 }
 
-/** Events that end a job's stream: exactly one per job. */
-const TERMINAL_TYPES = new Set(['result', 'error', 'cancelled']);
-
 /**
- * Runs jobs as recorded sessions: picks a worker, opens its Infer stream,
- * relays every event to the event log (live listeners and the store), and
- * keeps the session row's status in step. A session always ends with exactly
- * one terminal event, whatever happens to the worker, sent once its end is
- * stored (a client that saw it and reads the session finds it ended).
+ * Jobs as recorded sessions. Execute runs a job at once on this instance;
+ * a background session is stored queued (accepted = stored) and any
+ * instance with room dispatches it (session-dispatcher.ts). Every session is
+ * relayed by one instance at a time (session-relay.ts) and can be read,
+ * followed and cancelled through any.
  */
 export class SessionService {
-  private readonly live = new Map<string, Live>();
+  private readonly live = new Map<string, SessionRelay>();
   /** start() calls between the capacity check and the live entry. */
   private starting = 0;
   private closed = false;
+  private readonly endedHooks: ((session: Session) => void)[] = [];
 
-  constructor(
-    private readonly deps: {
-      sessions: SessionStore;
-      events: SessionEventLog;
-      scheduler: WorkerScheduler;
-      logger: Logger;
-      inferenceDeadlineMs: number;
-      outputUrl: (sessionId: string, file: string) => string;
-      metrics?: GatewayMetrics;
-      /** Jobs this gateway runs at once (MAX_ACTIVE_SESSIONS); more are refused with 503. */
-      maxActiveSessions?: number;
-    },
-  ) {}
-
-  /** Sessions left queued or running by a previous gateway process. */
-  async interruptLeftovers(): Promise<number> {
-    const count = await this.deps.sessions.interruptAll(['queued', 'running'], new Date());
-    if (count > 0) this.deps.logger.warn('sessions interrupted by a gateway restart', { count });
-    return count;
-  }
+  constructor(private readonly deps: SessionServiceDeps) {}
 
   get activeCount(): number {
     return this.live.size;
   }
 
+  get instanceId(): string {
+    return this.deps.instanceId;
+  }
+
+  /** Room for more relays here (MAX_ACTIVE_SESSIONS less what runs or is being placed). */
+  get room(): number {
+    return (this.deps.maxActiveSessions ?? Number.POSITIVE_INFINITY) - this.live.size - this.starting;
+  }
+
+  /** Called with every session that ends on this instance (batches finish this way). */
+  onEnded(hook: (session: Session) => void): void {
+    this.endedHooks.push(hook);
+  }
+
+  /** Run a job now on this instance (execute): placed before anything is written, 503 when there is no room. */
   async start(spec: JobSpec, principal: Principal, options: StartOptions): Promise<RunningSession> {
-    // The job's deadline runs from the request: placement and preflight count against it.
-    const deadlineAt = Date.now() + this.deps.inferenceDeadlineMs;
     const max = this.deps.maxActiveSessions ?? Number.POSITIVE_INFINITY;
     if (this.live.size + this.starting >= max) {
       throw new ServiceUnavailableError(`The gateway already runs ${max} jobs, its limit; retry shortly.`, 1, 'gateway-queue');
     }
     this.starting += 1;
-    let target: Target;
+    let placed: { target: Target; release: () => void } | null = null;
     let session: Session;
-    let release: (() => void) | null = null;
     try {
       // Counted on its worker at once, so concurrent requests spread and the in-flight bound holds.
-      ({ target, release } = await this.deps.scheduler.reserve({ model: spec.model, deviceId: spec.deviceId }, options.correlationId));
-      await options.preflight?.(target);
+      placed = await this.deps.scheduler.reserve({ model: spec.model, deviceId: spec.deviceId }, options.correlationId);
+      await options.preflight?.(placed.target);
       session = await this.deps.sessions.create({
         id: randomUUID(),
         owner: principal.id,
@@ -127,65 +98,184 @@ export class SessionService {
         model: spec.model,
         parameters: spec.parameters,
         batchId: options.batchId ?? null,
+        job: spec.job,
+        correlationId: options.correlationId,
+        ownerInstance: this.deps.instanceId,
       });
     } catch (error) {
-      release?.();
+      placed?.release();
       throw error;
     } finally {
       this.starting -= 1;
     }
-    const id = session.id;
-    this.deps.events.open(id);
-    const live: Live = {
-      owner: principal.id,
-      spec,
-      correlationId: options.correlationId,
-      deadlineAt,
-      stream: this.call(id, spec, target, options.correlationId, deadlineAt),
-      target,
-      release: release!,
+    const relay = this.relay(session, spec, options.correlationId, false, {
+      deadlineAt: null,
       cancelRequested: false,
-      interrupted: null,
-      retried: false,
-    };
-    this.live.set(id, live);
-    const done = this.relay(session, live).finally(() => {
-      live.release();
-      this.live.delete(id);
+      lastSequence: 0,
+      lastWorkerSequence: 0,
     });
-    live.done = done;
-    return { session, done };
+    const outcome = this.launch(relay, { kind: 'reserved', ...placed });
+    return { session, done: outcome.then((o) => this.settled(session.id, o)) };
   }
 
-  private call(id: string, spec: JobSpec, target: Target, correlationId: string, deadlineAt: number): InferStream {
+  /** Store a background job queued: any instance dispatches it once a worker has room. Returns its place in the queue then. */
+  async enqueue(spec: JobSpec, principal: Principal, options: { correlationId: string; batchId?: string | null }): Promise<{ session: Session; position: number }> {
+    const session = await this.deps.sessions.create({
+      id: randomUUID(),
+      owner: principal.id,
+      task: spec.task,
+      model: spec.model,
+      parameters: spec.parameters,
+      batchId: options.batchId ?? null,
+      job: spec.job,
+      correlationId: options.correlationId,
+      // Held here until its first events are stored, so no instance dispatches it before them.
+      ownerInstance: this.deps.instanceId,
+      queueDeadlineAt: new Date(Date.now() + this.deps.queueTimeoutMs),
+    });
+    const me = this.deps.instanceId;
+    await this.deps.events.appendUnowned(event(session.id, 1, 'accepted', { sessionId: session.id, workerId: null }), me);
+    const position = (await this.deps.sessions.queuePosition(session.id, true)) ?? 0;
+    await this.deps.events.appendUnowned(event(session.id, 2, 'queued', { position, reason: 'waiting for a worker' }), me);
+    // Into the queue: any instance may claim it now. (Should this process die first, its lease runs out and it is taken over.)
+    await this.deps.sessions.release(session.id, me);
+    this.deps.bus.publishQueued();
+    return { session, position };
+  }
+
+  /** Relay a session this instance claimed from the queue or took over (session-dispatcher.ts). */
+  async adopt(claimed: ClaimedSession, start: RelayStart): Promise<void> {
+    const { session } = claimed;
+    let last: { sequence: number; workerSequence: number };
     try {
-      return target.client.infer(spec.build(id, target.deviceId), { correlationId, deadlineMs: Math.max(1, deadlineAt - Date.now()) });
+      // Taken over: the worker's events of the current dispatch already stored; a new dispatch starts afresh.
+      last = await this.deps.eventStore.lastSequences(session.id, start.kind === 'attach' ? claimed.dispatchSequence : MAX_SEQUENCE);
     } catch (error) {
-      // The channel closed under us (worker retired between placement and call):
-      // the relay records it, or moves the job, like any unavailable worker.
-      const failure = new WorkerCallError(target.worker.id, 'Infer', status.UNAVAILABLE, `worker ${target.worker.id} is gone: ${(error as Error).message}`);
-      return {
-        events: {
-          [Symbol.asyncIterator]: () => ({ next: () => Promise.reject(failure) }),
-        },
-        cancel: () => {},
-      };
+      // Not relayed after all: back where another look finds it.
+      if (session.status === 'queued') await this.deps.sessions.release(session.id, this.deps.instanceId).catch(() => false);
+      throw error;
+    }
+    const { sequence, workerSequence } = last;
+    const correlationId = claimed.correlationId ?? session.id;
+    const spec: JobSpec = {
+      task: session.task,
+      model: session.model,
+      parameters: session.parameters,
+      job: claimed.job,
+      ...(claimed.job.kind === 'inference' && claimed.job.request.deviceId ? { deviceId: claimed.job.request.deviceId } : {}),
+    };
+    const relay = this.relay(session, spec, correlationId, true, {
+      deadlineAt: claimed.deadlineAt?.getTime() ?? null,
+      cancelRequested: claimed.cancelRequested,
+      lastSequence: sequence,
+      lastWorkerSequence: start.kind === 'attach' ? workerSequence : 0,
+    });
+    void this.launch(relay, start);
+  }
+
+  /** The outcome of every relay running here, as they end (the dispatcher looks for room again). */
+  private readonly outcomeHooks: ((outcome: RelayOutcome) => void)[] = [];
+  onRelayDone(hook: (outcome: RelayOutcome) => void): void {
+    this.outcomeHooks.push(hook);
+  }
+
+  private relay(
+    session: Session,
+    spec: JobSpec,
+    correlationId: string,
+    background: boolean,
+    state: Omit<RelayJob, 'session' | 'spec' | 'correlationId' | 'background'>,
+  ): SessionRelay {
+    return new SessionRelay(
+      {
+        sessions: this.deps.sessions,
+        events: this.deps.events,
+        scheduler: this.deps.scheduler,
+        logger: this.deps.logger,
+        outputUrl: this.deps.outputUrl,
+        instanceId: this.deps.instanceId,
+        inferenceDeadlineMs: this.deps.inferenceDeadlineMs,
+        retryingEnds: () => !this.closed,
+        ...(this.deps.metrics ? { metrics: this.deps.metrics } : {}),
+      },
+      { session, spec, correlationId, background, ...state },
+    );
+  }
+
+  private launch(relay: SessionRelay, start: RelayStart): Promise<RelayOutcome> {
+    this.live.set(relay.id, relay);
+    const outcome = relay.run(start).then(
+      (o) => o,
+      (error: unknown): RelayOutcome => {
+        this.deps.logger.error('session relay failed', { sessionId: relay.id, err: error });
+        return { kind: 'left', reason: 'relay failed' };
+      },
+    );
+    return outcome.finally(() => {
+      // A session put back in the queue may already be relayed here again.
+      if (this.live.get(relay.id) === relay) this.live.delete(relay.id);
+      void outcome.then((o) => {
+        if (o.kind === 'ended') this.ended(o.session);
+        for (const hook of this.outcomeHooks) hook(o);
+      });
+    });
+  }
+
+  private async settled(id: string, outcome: RelayOutcome): Promise<Session> {
+    if (outcome.kind === 'ended') return outcome.session;
+    return (await this.deps.sessions.get(id))!;
+  }
+
+  /** A session ended (here, or while unowned): hooks run, errors logged. */
+  ended(session: Session): void {
+    for (const hook of this.endedHooks) {
+      try {
+        hook(session);
+      } catch (error) {
+        this.deps.logger.error('a session-ended hook failed', { sessionId: session.id, err: error });
+      }
     }
   }
 
   /**
-   * Shutdown: stop every job still running, record it `interrupted` and give
-   * its followers a terminal error event. Resolves once all are recorded.
+   * End a session no relay runs (cancelled or expired in the queue; or, with
+   * `ownedHere`, claimed here and ended before dispatch) with its terminal event.
+   */
+  async endUnowned(session: Session, type: 'cancelled' | 'error', data: Record<string, unknown>, ownedHere = false): Promise<void> {
+    const { sequence } = await this.deps.eventStore.lastSequences(session.id);
+    await this.deps.events.appendUnowned(event(session.id, sequence + 1, type, data), ownedHere ? this.deps.instanceId : null);
+    this.ended(session);
+  }
+
+  /**
+   * Shutdown, when the workers stop with the gateway: stop every job still
+   * running, record it `interrupted`, give its followers a terminal event.
    */
   async interruptActive(reason: string): Promise<number> {
-    const lives = [...this.live.values()];
-    for (const live of lives) {
-      live.interrupted = reason;
-      live.stream.cancel();
-    }
-    await Promise.allSettled(lives.map((live) => live.done));
-    if (lives.length > 0) this.deps.logger.warn('sessions interrupted by shutdown', { count: lives.length, reason });
-    return lives.length;
+    const relays = [...this.live.values()];
+    for (const relay of relays) relay.interrupt(reason);
+    await Promise.allSettled(relays.map((relay) => relay.done));
+    if (relays.length > 0) this.deps.logger.warn('sessions interrupted by shutdown', { count: relays.length, reason });
+    return relays.length;
+  }
+
+  /** Shutdown, when the workers run on: stop relaying, leave the jobs running for another instance to take over. */
+  async handOver(reason: string): Promise<number> {
+    const relays = [...this.live.values()];
+    for (const relay of relays) relay.leave(reason);
+    await Promise.allSettled(relays.map((relay) => relay.done));
+    if (relays.length > 0) this.deps.logger.info('sessions handed over to the other instances', { count: relays.length, reason });
+    return relays.length;
+  }
+
+  /** The lease ran out on these: another instance may relay them now; stop here without writing. */
+  leave(ids: readonly string[], reason: string): void {
+    for (const id of ids) this.live.get(id)?.leave(reason);
+  }
+
+  /** Sessions relayed here. */
+  relayedIds(): string[] {
+    return [...this.live.keys()];
   }
 
   /** Resolves when no job is running, or after `timeoutMs`; true when idle. */
@@ -193,7 +283,7 @@ export class SessionService {
     const deadline = Date.now() + timeoutMs;
     const busy = () => this.live.size + this.starting > 0;
     while (busy() && Date.now() < deadline) {
-      const pending = [...this.live.values()].map((live) => live.done);
+      const pending = [...this.live.values()].map((relay) => relay.done);
       // Jobs still being placed have no promise yet: look again shortly.
       const wait = pending.length > 0 && this.starting === 0 ? deadline - Date.now() : 50;
       await Promise.race([
@@ -218,33 +308,54 @@ export class SessionService {
     return session;
   }
 
+  /** Sessions ahead of it in the queue; null when it is not waiting there. */
+  queuePosition(id: string): Promise<number | null> {
+    return this.deps.sessions.queuePosition(id);
+  }
+
   list(principal: Principal, query: Omit<SessionQuery, 'owner'>): Promise<{ items: Session[]; total: number }> {
     return this.deps.sessions.list({ ...query, ...(isAdmin(principal) ? {} : { owner: principal.id }) });
   }
 
-  /** Ask the worker to stop the job; the stream then ends with the cancelled event. */
+  /**
+   * Cancel through any instance: a queued session ends at once; one relayed
+   * here is stopped on its worker; one relayed elsewhere is marked, its owner
+   * told on the bus, and its worker asked directly, so it stops within a
+   * second whoever relays it.
+   */
   async cancel(id: string, principal: Principal, correlationId: string): Promise<Session> {
     const session = await this.get(id, principal);
-    const live = this.live.get(id);
-    if (!live || TERMINAL_SESSION_STATUSES.includes(session.status)) return session;
-    live.cancelRequested = true;
-    try {
-      await live.target.client.cancelJob(id, { correlationId });
-    } catch (error) {
-      // The worker never accepted it, or is gone: end the call from our side.
-      this.deps.logger.warn('worker could not cancel the job; closing the stream', { sessionId: id, err: error });
-      live.stream.cancel();
+    if (TERMINAL_SESSION_STATUSES.includes(session.status)) return session;
+    const relay = this.live.get(id);
+    if (relay) {
+      await relay.requestCancel(correlationId);
+      return session;
+    }
+    const cancelled = await this.deps.sessions.cancelQueued(id, new Date());
+    if (cancelled) {
+      await this.endUnowned(cancelled, 'cancelled', { reason: 'cancel-requested' });
+      return session;
+    }
+    await this.deps.sessions.requestCancel(id, new Date());
+    this.deps.bus.publishCancel(id);
+    const current = await this.deps.sessions.get(id);
+    const target = current?.workerId ? this.deps.scheduler.targetOf(current.workerId) : null;
+    if (target) {
+      await target.client.cancelJob(id, { correlationId }).catch((error: unknown) =>
+        this.deps.logger.info('worker could not cancel the job; its owner will', { sessionId: id, err: error }),
+      );
     }
     return session;
   }
 
+  /** A cancellation announced on the bus: stop the job if it is relayed here. */
+  cancelIfRelayed(id: string): void {
+    void this.live.get(id)?.requestCancel(id);
+  }
+
   /** Stop a job because the only client following it went away. */
   abandon(id: string): void {
-    const live = this.live.get(id);
-    if (live) {
-      live.cancelRequested = true;
-      live.stream.cancel();
-    }
+    void this.live.get(id)?.requestCancel(id);
   }
 
   follow(id: string, afterSequence: number, listener: SessionListener) {
@@ -255,235 +366,15 @@ export class SessionService {
     return this.live.has(id);
   }
 
-  // ------------------------------------------------------------ relay
-
-  private async relay(session: Session, live: Live): Promise<Session> {
-    const id = session.id;
-    const metrics = this.deps.metrics;
-    const acceptedAt = performance.now();
-    let sequence = 0;
-    let status: SessionStatus = 'queued';
-    metrics?.sessions.inc({ state: 'queued' });
-    let terminal: { status: SessionStatus; result?: Record<string, unknown>; error?: SessionError } | null = null;
-    let terminalEvent: { type: string; data: Record<string, unknown> } | null = null;
-    const emit = (type: string, data: Record<string, unknown>) => {
-      sequence += 1;
-      this.deps.events.append({ sessionId: id, sequence, type, data, createdAt: new Date() });
-    };
-    try {
-      for (;;) {
-        try {
-          for await (const event of live.stream.events) {
-            const mapped = this.mapEvent(id, event, live.target);
-            if (!mapped) continue;
-            // The terminal event goes out once the session's end is stored (below).
-            if (!TERMINAL_TYPES.has(mapped.type)) emit(mapped.type, mapped.data);
-            else terminalEvent = mapped;
-            if (mapped.type === 'started' && status === 'queued') {
-              status = 'running';
-              metrics?.sessions.dec({ state: 'queued' });
-              metrics?.sessions.inc({ state: 'running' });
-              metrics?.queueWait.observe((performance.now() - acceptedAt) / 1000);
-              await this.update(id, { status, startedAt: new Date(), deviceId: String(mapped.data.deviceId), workerId: live.target.worker.id });
-            } else if (mapped.type === 'queued') {
-              await this.update(id, { deviceId: String(mapped.data.deviceId), workerId: live.target.worker.id });
-            } else if (mapped.type === 'result') {
-              terminal = { status: 'succeeded', result: mapped.data };
-            } else if (mapped.type === 'error') {
-              terminal = { status: 'failed', error: { code: String(mapped.data.code), message: String(mapped.data.message) } };
-            } else if (mapped.type === 'cancelled') {
-              terminal = { status: 'cancelled', result: { reason: mapped.data.reason } };
-            }
-            if (terminal) break;
-          }
-          if (!terminal) {
-            terminal = this.lost(live, status, 'the worker ended the stream without a terminal event');
-            terminalEvent = { type: 'error', data: { ...terminal.error! } };
-          }
-          break;
-        } catch (error) {
-          const moved = await this.retryElsewhere(id, live, status, error);
-          if (!moved) throw error;
-          emit('requeued', moved);
-        }
-      }
-    } catch (error) {
-      terminal = this.failure(live, status, error);
-      terminalEvent =
-        terminal.status === 'cancelled' ? { type: 'cancelled', data: { reason: 'client-disconnected' } } : { type: 'error', data: { ...terminal.error! } };
-    }
-    metrics?.sessions.dec({ state: status === 'running' ? 'running' : 'queued' });
-    metrics?.sessionsFinished.inc({ status: terminal.status });
-    const end = {
-      status: terminal.status,
-      finishedAt: new Date(),
-      workerId: live.target.worker.id,
-      result: terminal.result ?? null,
-      error: terminal.error ?? null,
-    };
-    // Read your writes: a client that saw the terminal event and then reads the
-    // session finds it ended. When the database refuses, the event goes out
-    // anyway and the write is retried behind it.
-    const stored = await this.deps.sessions.update(id, end).then(
-      (row) => ({ row }),
-      () => null,
-    );
-    emit(terminalEvent!.type, terminalEvent!.data);
-    const finished = stored ? stored.row : await this.recordEnd(id, end);
-    await this.deps.events.close(id);
-    this.deps.logger.info('session finished', { sessionId: id, status: terminal.status, workerId: live.target.worker.id });
-    return finished ?? session;
-  }
-
-  /**
-   * A job the worker never started, lost because the worker became
-   * unavailable (refused the connection, died with the job queued), goes to
-   * another serving worker once. A started job is never re-run silently, and
-   * a job pinned to a device has nowhere else to go.
-   */
-  private async retryElsewhere(
-    id: string,
-    live: Live,
-    status: SessionStatus,
-    error: unknown,
-  ): Promise<{ fromWorker: string; toWorker: string; reason: string } | null> {
-    if (status !== 'queued' || live.retried || live.cancelRequested || live.interrupted || live.spec.deviceId) return null;
-    if (!(error instanceof WorkerCallError) || error.grpcCode !== 'UNAVAILABLE') return null;
-    const from = live.target.worker.id;
-    let placed: { target: Target; release: () => void };
-    try {
-      placed = await this.deps.scheduler.reserve({ model: live.spec.model }, live.correlationId, [from]);
-    } catch {
-      return null; // no other worker can take it: the job fails with the original cause
-    }
-    const { target } = placed;
-    live.retried = true;
-    live.release();
-    live.target = target;
-    live.release = placed.release;
-    live.stream = this.call(id, live.spec, target, live.correlationId, live.deadlineAt);
-    this.deps.logger.warn('job sent to another worker before it started', { sessionId: id, fromWorker: from, toWorker: target.worker.id, reason: error.detail });
-    return { fromWorker: from, toWorker: target.worker.id, reason: error.detail };
-  }
-
-  private failure(live: Live, status: SessionStatus, error: unknown): { status: SessionStatus; error?: SessionError } {
-    if (live.interrupted) return this.interruption(live);
-    if (live.cancelRequested) return { status: 'cancelled' };
-    if (error instanceof WorkerCallError) {
-      if (status === 'queued' && !['UNAVAILABLE', 'CANCELLED', 'DEADLINE_EXCEEDED'].includes(error.grpcCode)) {
-        // Refused by the worker before it accepted the job (bad input it caught).
-        return { status: 'failed', error: { code: error.grpcCode, message: error.detail } };
-      }
-      if (error.grpcCode === 'DEADLINE_EXCEEDED') {
-        return { status: 'failed', error: { code: 'DEADLINE_EXCEEDED', message: `worker ${live.target.worker.id} did not finish the job within its deadline` } };
-      }
-      return this.lost(live, status, error.detail, error.grpcCode);
-    }
-    this.deps.logger.error('session relay failed', { err: error });
-    return { status: 'failed', error: { code: 'INTERNAL', message: 'The gateway failed while relaying the job.' } };
-  }
-
-  private interruption(live: Live): { status: SessionStatus; error: SessionError } {
-    return { status: 'interrupted', error: { code: 'INTERRUPTED', message: `the gateway stopped the job: ${live.interrupted}` } };
-  }
-
-  private lost(live: Live, status: SessionStatus, reason: string, code = 'WORKER_LOST'): { status: SessionStatus; error: SessionError } {
-    if (live.interrupted) return this.interruption(live);
-    const when = status === 'running' ? 'while running the job' : 'before starting the job';
-    return {
-      status: 'failed' as const,
-      error: { code, message: `worker ${live.target.worker.id} was lost ${when}: ${reason}` },
-    };
-  }
-
-  /**
-   * The terminal status must reach the database, or the session would stay
-   * `running` for ever: retried (1 s, doubling to 10 s) through a database
-   * outage, for up to END_RETRY_MS; a gateway restart marks what is still
-   * open `interrupted`.
-   */
-  private async recordEnd(id: string, update: Parameters<SessionStore['update']>[1]): Promise<Session | undefined> {
-    const giveUpAt = Date.now() + END_RETRY_MS;
-    for (let delay = 1000; ; delay = Math.min(delay * 2, 10_000)) {
-      try {
-        return await this.deps.sessions.update(id, update);
-      } catch (error) {
-        if (Date.now() + delay > giveUpAt || this.closed) {
-          this.deps.logger.error('could not record the end of a session', { sessionId: id, status: update.status, err: error });
-          return undefined;
-        }
-        this.deps.logger.warn('could not record the end of a session; retrying', { sessionId: id, retryInMs: delay, err: error });
-        await new Promise((resolve) => setTimeout(resolve, delay));
-      }
-    }
-  }
-
   /** Shutdown: stop retrying writes the database keeps refusing. */
   close(): void {
     this.closed = true;
   }
+}
 
-  private async update(id: string, update: Parameters<SessionStore['update']>[1]): Promise<Session | undefined> {
-    try {
-      return await this.deps.sessions.update(id, update);
-    } catch (error) {
-      this.deps.logger.error('could not update session', { sessionId: id, err: error });
-      return undefined;
-    }
-  }
+/** Above any event sequence (a PostgreSQL integer). */
+const MAX_SEQUENCE = 2 ** 31 - 1;
 
-  private mapEvent(id: string, event: InferEvent__Output, target: Target): { type: string; data: Record<string, unknown> } | null {
-    switch (event.event) {
-      case 'accepted':
-        return { type: 'accepted', data: { sessionId: id, workerId: target.worker.id } };
-      case 'queued':
-        return { type: 'queued', data: { position: event.queued!.position, deviceId: event.queued!.deviceId } };
-      case 'started':
-        return { type: 'started', data: { deviceId: event.started!.deviceId, workerId: target.worker.id } };
-      case 'progress':
-        return { type: 'progress', data: { current: event.progress!.current, total: event.progress!.total } };
-      case 'result':
-        return { type: 'result', data: this.resultSummary(id, event.result!, target) };
-      case 'error':
-        return { type: 'error', data: { code: event.error!.code, message: event.error!.message } };
-      case 'cancelled':
-        return { type: 'cancelled', data: { reason: event.cancelled!.reason } };
-      default:
-        return null;
-    }
-  }
-
-  private resultSummary(id: string, result: InferResult__Output, target: Target): Record<string, unknown> {
-    const summary: Record<string, unknown> = {
-      deviceId: result.deviceId,
-      workerId: target.worker.id,
-      model: result.model || null,
-      dtype: result.dtype || null,
-      runMs: Math.round(result.runMs * 1000) / 1000,
-      batchSize: result.batchSize,
-    };
-    if (result.seed !== undefined) summary.seed = result.seed;
-    if (result.files.length > 0) {
-      summary.files = result.files.map((file) => {
-        const name = file.path.split('/').pop()!;
-        return {
-          name,
-          url: this.deps.outputUrl(id, name),
-          mediaType: file.mediaType,
-          sizeBytes: file.sizeBytes,
-          sha256: file.sha256,
-          width: file.width,
-          height: file.height,
-        };
-      });
-    }
-    if (result.embeddings.length > 0) summary.embeddings = result.embeddings.map((e) => e.values);
-    const tensors = Object.entries(result.tensors);
-    if (tensors.length > 0) {
-      summary.tensors = Object.fromEntries(
-        tensors.map(([name, t]) => [name, { dtype: t.dtype, shape: t.shape, data: Buffer.from(t.data).toString('base64') }]),
-      );
-    }
-    return summary;
-  }
+function event(sessionId: string, sequence: number, type: string, data: Record<string, unknown>) {
+  return { sessionId, sequence, type, data, createdAt: new Date() };
 }

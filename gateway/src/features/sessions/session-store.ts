@@ -12,9 +12,19 @@ import {
   type DbTimestamp,
 } from '../../infra/database/columns.js';
 import { BatchDbStore } from '../batches/batch-store.js';
+import type { StoredJob } from './job-request.js';
+import { InstanceDbStore } from './instance-store.js';
 import { SessionEventDbStore } from './session-event-store.js';
-import type { BatchStore, SessionEventStore, SessionStore } from './session-store-type.js';
-import type { NewSession, Session, SessionQuery, SessionStatus, SessionUpdate } from './session-types.js';
+import type { BatchStore, ClaimedSession, InstanceStore, SessionEventStore, SessionStore } from './session-store-type.js';
+import {
+  TERMINAL_SESSION_STATUSES,
+  type NewSession,
+  type Session,
+  type SessionEnd,
+  type SessionQuery,
+  type SessionStatus,
+  type SessionUpdate,
+} from './session-types.js';
 
 const TABLE = 'sessions';
 
@@ -36,6 +46,11 @@ const COLUMNS = [
   'finished_at',
 ] as const;
 
+/** What a claim also reads: the job and how to dispatch it. */
+const CLAIM_COLUMNS = [...COLUMNS, 'request', 'correlation_id', 'deadline_at', 'cancel_requested_at', 'dispatch_count', 'dispatch_sequence'] as const;
+
+const UNENDED: SessionStatus[] = ['queued', 'running'];
+
 interface SessionRow {
   id: string;
   owner: string;
@@ -53,6 +68,15 @@ interface SessionRow {
   created_at: DbTimestamp;
   started_at: DbTimestamp | null;
   finished_at: DbTimestamp | null;
+}
+
+interface ClaimRow extends SessionRow {
+  request: unknown;
+  correlation_id: string | null;
+  deadline_at: DbTimestamp | null;
+  cancel_requested_at: DbTimestamp | null;
+  dispatch_count: number | string;
+  dispatch_sequence: number | string;
 }
 
 function mapRow(row: SessionRow): Session {
@@ -74,6 +98,18 @@ function mapRow(row: SessionRow): Session {
   };
 }
 
+function mapClaim(row: ClaimRow): ClaimedSession {
+  return {
+    session: mapRow(row),
+    job: fromDbJson<StoredJob>(row.request),
+    correlationId: row.correlation_id,
+    deadlineAt: fromDbTimestampOrNull(row.deadline_at),
+    cancelRequested: row.cancel_requested_at !== null,
+    dispatchCount: Number(row.dispatch_count),
+    dispatchSequence: Number(row.dispatch_sequence),
+  };
+}
+
 /** Only the fields the update names; undefined leaves a column as it is, null clears it. */
 function toPatch(update: SessionUpdate): Partial<Record<(typeof COLUMNS)[number], unknown>> {
   const patch: Partial<Record<(typeof COLUMNS)[number], unknown>> = {};
@@ -91,10 +127,14 @@ function toPatch(update: SessionUpdate): Partial<Record<(typeof COLUMNS)[number]
 }
 
 export class SessionDbStore implements SessionStore {
-  constructor(private readonly db: Knex) {}
+  private readonly postgres: boolean;
+
+  constructor(private readonly db: Knex) {
+    this.postgres = db.client.dialect === 'postgresql';
+  }
 
   async create(session: NewSession): Promise<Session> {
-    const row: SessionRow = {
+    const row = {
       id: session.id,
       owner: session.owner,
       task: session.task,
@@ -110,6 +150,10 @@ export class SessionDbStore implements SessionStore {
       created_at: toDbTimestamp(new Date()),
       started_at: null,
       finished_at: null,
+      owner_instance: session.ownerInstance,
+      request: toDbJson(session.job),
+      correlation_id: session.correlationId,
+      queue_deadline_at: toDbTimestampOrNull(session.queueDeadlineAt ?? null),
     };
     const [created] = await this.db(TABLE).insert(row).returning(COLUMNS);
     return mapRow(created as SessionRow);
@@ -144,11 +188,155 @@ export class SessionDbStore implements SessionStore {
     return mapRow(row);
   }
 
-  async interruptAll(statuses: readonly SessionStatus[], finishedAt: Date): Promise<number> {
-    if (statuses.length === 0) return 0;
-    return this.db(TABLE)
-      .update({ status: 'interrupted', finished_at: toDbTimestamp(finishedAt) })
-      .whereIn('status', [...statuses]);
+  async finish(id: string, end: SessionEnd, owner: string | null): Promise<Session | undefined> {
+    const patch = {
+      ...toPatch({ status: end.status, finishedAt: end.finishedAt, result: end.result, error: end.error, ...(end.workerId !== undefined ? { workerId: end.workerId } : {}) }),
+      // The owner stays recorded: its events (the terminal one included) are fenced by it.
+      request: null,
+    };
+    const query = this.db(TABLE).update(patch).where({ id }).whereNotIn('status', [...TERMINAL_SESSION_STATUSES]);
+    if (owner === null) query.whereNull('owner_instance');
+    else query.where('owner_instance', owner);
+    const [row] = (await query.returning(COLUMNS)) as SessionRow[];
+    return row ? mapRow(row) : undefined;
+  }
+
+  async dispatch(id: string, owner: string, target: { workerId: string; deadlineAt: Date; afterSequence: number }): Promise<boolean> {
+    const count = await this.db(TABLE)
+      .update({
+        worker_id: target.workerId,
+        deadline_at: toDbTimestamp(target.deadlineAt),
+        dispatch_sequence: target.afterSequence,
+        dispatch_count: this.db.raw('dispatch_count + 1'),
+      })
+      .where({ id, owner_instance: owner })
+      .whereIn('status', UNENDED);
+    return count > 0;
+  }
+
+  async hasQueued(): Promise<boolean> {
+    return (await this.db(TABLE).select('id').where('status', 'queued').whereNull('owner_instance').first()) !== undefined;
+  }
+
+  async claimNext(owner: string): Promise<ClaimedSession | undefined> {
+    return this.db.transaction(async (trx) => {
+      const candidate = trx(`${TABLE} as s`)
+        .select('s.id')
+        .where('s.status', 'queued')
+        .whereNull('s.owner_instance')
+        // A batch's items: no more relayed at once than its concurrency, counted over every instance.
+        .where((q) =>
+          q
+            .whereNull('s.batch_id')
+            .orWhereRaw(
+              `(select count(*) from sessions d where d.batch_id = s.batch_id and d.owner_instance is not null and d.status in ('queued', 'running'))
+                < coalesce((select b.concurrency from batches b where b.id = s.batch_id), 1000000)`,
+            ),
+        )
+        .orderBy([
+          { column: 's.created_at', order: 'asc' },
+          { column: 's.id', order: 'asc' },
+        ])
+        .first();
+      // PostgreSQL: replicas claiming at once each skip what another has locked.
+      if (this.postgres) candidate.forUpdate('s').skipLocked();
+      const found = (await candidate) as { id: string } | undefined;
+      if (!found) return undefined;
+      const [row] = (await trx(TABLE)
+        .update({ owner_instance: owner })
+        .where({ id: found.id, status: 'queued' })
+        .whereNull('owner_instance')
+        .returning(CLAIM_COLUMNS)) as ClaimRow[];
+      return row ? mapClaim(row) : undefined;
+    });
+  }
+
+  async takeOver(owner: string, liveSince: Date, limit: number): Promise<ClaimedSession[]> {
+    return this.db.transaction(async (trx) => {
+      const orphans = trx(`${TABLE} as s`)
+        .select('s.id')
+        .whereIn('s.status', UNENDED)
+        .whereNotNull('s.owner_instance')
+        .whereNot('s.owner_instance', owner)
+        .whereNotExists(
+          trx('gateway_instances as g')
+            .select(trx.raw('1'))
+            .whereRaw('g.id = s.owner_instance')
+            .where('g.heartbeat_at', '>=', toDbTimestamp(liveSince))
+            .whereNull('g.stopped_at'),
+        )
+        .orderBy('s.created_at', 'asc')
+        .limit(limit);
+      if (this.postgres) orphans.forUpdate('s').skipLocked();
+      const ids = ((await orphans) as { id: string }[]).map((r) => r.id);
+      if (ids.length === 0) return [];
+      const rows = (await trx(TABLE)
+        .update({ owner_instance: owner })
+        .whereIn('id', ids)
+        .whereIn('status', UNENDED)
+        .whereNotNull('owner_instance')
+        .returning(CLAIM_COLUMNS)) as ClaimRow[];
+      return rows.map(mapClaim);
+    });
+  }
+
+  async release(id: string, owner: string): Promise<boolean> {
+    const count = await this.db(TABLE).update({ owner_instance: null, worker_id: null }).where({ id, owner_instance: owner, status: 'queued' });
+    return count > 0;
+  }
+
+  async expireQueued(now: Date): Promise<Session[]> {
+    const rows = (await this.db(TABLE)
+      .update({
+        status: 'failed',
+        finished_at: toDbTimestamp(now),
+        error_code: 'QUEUE_TIMEOUT',
+        error_message: 'no worker had room for the job before its queue deadline (QUEUE_TIMEOUT_SECONDS)',
+        request: null,
+      })
+      .where('status', 'queued')
+      .whereNull('owner_instance')
+      .whereNotNull('queue_deadline_at')
+      .where('queue_deadline_at', '<', toDbTimestamp(now))
+      .returning(COLUMNS)) as SessionRow[];
+    return rows.map(mapRow);
+  }
+
+  async cancelQueued(id: string, at: Date): Promise<Session | undefined> {
+    const [row] = (await this.db(TABLE)
+      .update({ status: 'cancelled', finished_at: toDbTimestamp(at), result: toDbJson({ reason: 'cancel-requested' }), request: null })
+      .where({ id, status: 'queued' })
+      .whereNull('owner_instance')
+      .returning(COLUMNS)) as SessionRow[];
+    return row ? mapRow(row) : undefined;
+  }
+
+  async requestCancel(id: string, at: Date): Promise<void> {
+    await this.db(TABLE).update({ cancel_requested_at: toDbTimestamp(at) }).where({ id }).whereIn('status', UNENDED).whereNull('cancel_requested_at');
+  }
+
+  async isCancelRequested(id: string): Promise<boolean> {
+    const row = (await this.db(TABLE).select('cancel_requested_at').where({ id }).first()) as { cancel_requested_at: unknown } | undefined;
+    return row !== undefined && row.cancel_requested_at !== null;
+  }
+
+  async queuePosition(id: string, held = false): Promise<number | null> {
+    const row = (await this.db(TABLE).select('status', 'owner_instance', 'created_at').where({ id }).first()) as
+      | { status: string; owner_instance: string | null; created_at: DbTimestamp }
+      | undefined;
+    if (!row || row.status !== 'queued' || (row.owner_instance !== null && !held)) return null;
+    const createdAt = toDbTimestamp(fromDbTimestamp(row.created_at));
+    const ahead = await this.db(TABLE)
+      .count({ total: '*' })
+      .where('status', 'queued')
+      .whereNull('owner_instance')
+      .where((q) => q.where('created_at', '<', createdAt).orWhere((q2) => q2.where('created_at', createdAt).where('id', '<', id)));
+    return fromDbCount(ahead);
+  }
+
+  async ownedBy(owner: string): Promise<string[]> {
+    const rows = (await this.db(TABLE).select('id').where('owner_instance', owner).whereIn('status', UNENDED)) as { id: string }[];
+    return rows.map((r) => r.id);
   }
 
   private matching(query: SessionQuery): Knex.QueryBuilder {
@@ -160,14 +348,15 @@ export class SessionDbStore implements SessionStore {
   }
 }
 
-/** The three stores of the sessions feature, as services receive them. */
+/** The stores of the sessions feature, as services receive them. */
 export interface SessionStores {
   sessions: SessionStore;
   events: SessionEventStore;
   batches: BatchStore;
+  instances: InstanceStore;
 }
 
 /** The real wiring, over the gateway's database; createFakeSessionStores is its in-memory twin. */
 export function createSessionStores(db: Knex): SessionStores {
-  return { sessions: new SessionDbStore(db), events: new SessionEventDbStore(db), batches: new BatchDbStore(db) };
+  return { sessions: new SessionDbStore(db), events: new SessionEventDbStore(db), batches: new BatchDbStore(db), instances: new InstanceDbStore(db) };
 }

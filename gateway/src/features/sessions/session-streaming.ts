@@ -3,7 +3,7 @@ import { GatewayError } from '../../errors/gateway-error.js';
 import { mapWorkerStatus } from '../../errors/worker-status.js';
 import { SseStream, type SseOptions } from '../../http/sse.js';
 import type { SessionService } from './session-service.js';
-import type { Session, SessionEvent } from './session-types.js';
+import { TERMINAL_SESSION_STATUSES, type Session, type SessionEvent } from './session-types.js';
 
 const TERMINAL_EVENTS = new Set(['result', 'error', 'cancelled']);
 
@@ -47,15 +47,20 @@ export async function streamSession(
     unsubscribe();
     if (!ended && cancelOnDisconnect) sessions.abandon(session.id);
   });
-  if (!live && !ended) {
-    // Ended without a terminal event on record: the gateway stopped while it ran.
-    const current = (await sessions.find(session.id)) ?? session;
-    send({
-      type: 'error',
-      data: current.error ? { ...current.error } : { code: 'INTERRUPTED', message: `the session is ${current.status}: the gateway stopped while it ran` },
-    });
-  }
+  if (ended) return;
+  // An ended session whose terminal event is not stored (yet, or ever: rows
+  // an older gateway left) gets one from its row once the store had time.
+  const current = live ? await sessions.find(session.id) : session;
+  if (!current || !TERMINAL_SESSION_STATUSES.includes(current.status)) return;
+  if (live) await new Promise((resolve) => setTimeout(resolve, TERMINAL_EVENT_WAIT_MS));
+  send({
+    type: 'error',
+    data: current.error ? { ...current.error } : { code: 'INTERRUPTED', message: `the session is ${current.status}: the gateway stopped while it ran` },
+  });
 }
+
+/** How long a follower of an ended session waits for its stored terminal event before telling the row's end. */
+const TERMINAL_EVENT_WAIT_MS = 2000;
 
 /** A session that did not succeed, as the HTTP error a waiting client gets (the worker-status table maps its code). */
 export class SessionFailedError extends GatewayError {

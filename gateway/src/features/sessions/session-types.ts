@@ -1,3 +1,5 @@
+import type { StoredJob } from './job-request.js';
+
 /**
  * Inference sessions as the gateway records them: one per job sent to a
  * worker, with its events, so a client can follow, resume and audit a job.
@@ -43,6 +45,22 @@ export interface NewSession {
   model: string | null;
   parameters: Record<string, unknown>;
   batchId?: string | null;
+  /** The job, kept until the session ends (see job-request.ts). */
+  job: StoredJob;
+  correlationId: string;
+  /** The instance relaying it from the start (execute), or null: it waits in the queue. */
+  ownerInstance: string | null;
+  /** Queued: when it fails if no instance dispatched it (QUEUE_TIMEOUT_SECONDS). */
+  queueDeadlineAt?: Date | null;
+}
+
+/** How a session ended. */
+export interface SessionEnd {
+  status: SessionStatus;
+  finishedAt: Date;
+  workerId?: string | null;
+  result: Record<string, unknown> | null;
+  error: SessionError | null;
 }
 
 export interface SessionUpdate {
@@ -72,6 +90,14 @@ export interface SessionEvent {
   type: string;
   data: Record<string, unknown>;
   createdAt: Date;
+  /** The worker's sequence of the event it came from (InferEvent.sequence); absent for the gateway's own events. */
+  workerSequence?: number;
+  /**
+   * Fencing: stored only while the session's owner is this instance (null:
+   * while it has none); absent, stored unconditionally. A relay that lost its
+   * lease cannot add to the history its successor continues.
+   */
+  writer?: string | null;
 }
 
 export type BatchStatus = 'running' | 'succeeded' | 'failed' | 'cancelled' | 'interrupted' | 'partial';

@@ -12,6 +12,8 @@ import type { UnloadModelResponse__Output } from '../../generated/device_ops/v1/
 import type { MemoryStatus__Output } from '../../generated/device_ops/v1/MemoryStatus.js';
 import type { ClearMemoryRequest } from '../../generated/device_ops/v1/ClearMemoryRequest.js';
 import type { ClearMemoryResponse__Output } from '../../generated/device_ops/v1/ClearMemoryResponse.js';
+import { status } from '@grpc/grpc-js';
+import { WorkerCallError } from '../../errors/worker-call-error.js';
 import type { CallOptions, HealthStatus, InferStream, WorkerApi } from '../../infra/grpc/worker-client.js';
 import { remoteSnapshot, type WorkerHandle, type WorkerPool, type WorkerSnapshot, type WorkerState } from './worker-handle.js';
 
@@ -138,6 +140,16 @@ export class FakeWorker implements WorkerHandle, WorkerApi {
       }
     }
     return { events: events(), cancel: () => (cancelled = true) };
+  }
+
+  /** The fake keeps no finished jobs: every attach answers NOT_FOUND (override to script one). */
+  attachJob(jobId: string, _afterSequence: number, options: CallOptions = {}): InferStream {
+    this.record('AttachJob', options);
+    const failure = new WorkerCallError(this.id, 'AttachJob', status.NOT_FOUND, `worker ${this.id} holds no job '${jobId}'`);
+    return {
+      events: { [Symbol.asyncIterator]: () => ({ next: () => Promise.reject(failure) }) },
+      cancel: () => {},
+    };
   }
 
   close(): void {}

@@ -34,11 +34,14 @@ export type HealthStatus = ServingStatus;
 
 type Callback<T> = (error: grpc.ServiceError | null, value?: T) => void;
 
-/** A running Infer call: its events in order, and a way to stop it. */
+/** A running Infer or AttachJob call: the job's events in order, and a way to end the call. */
 export interface InferStream {
   /** Worker events until the terminal one; a failed call throws WorkerCallError. */
   events: AsyncIterable<InferEvent__Output>;
-  /** Cancel the call (the worker cancels the job). */
+  /**
+   * End the call. The job stops with it only when it was started without
+   * keepRunningOnDisconnect; otherwise only CancelJob stops it.
+   */
   cancel(): void;
 }
 
@@ -57,6 +60,8 @@ export interface WorkerApi {
   getMemoryStatus(deviceId: string, options?: CallOptions): Promise<MemoryStatus__Output>;
   clearMemory(request: ClearMemoryRequest, options?: CallOptions): Promise<ClearMemoryResponse__Output>;
   infer(request: InferRequest, options?: CallOptions): InferStream;
+  /** Follow a job the worker runs or ran recently, from after `afterSequence` (replay, then live). */
+  attachJob(jobId: string, afterSequence: number, options?: CallOptions): InferStream;
   close(): void;
 }
 
@@ -144,8 +149,17 @@ export class WorkerClient implements WorkerApi {
   /** Start a job; its deadline bounds the whole stream. */
   infer(request: InferRequest, options: CallOptions = {}): InferStream {
     const deadlineMs = options.deadlineMs ?? this.defaultDeadlineMs;
-    const call = this.worker.infer(request, this.metadata(options), { deadline: Date.now() + deadlineMs });
-    const toError = (error: grpc.ServiceError) => this.toError('Infer', error, deadlineMs);
+    return this.eventStream('Infer', deadlineMs, this.worker.infer(request, this.metadata(options), { deadline: Date.now() + deadlineMs }));
+  }
+
+  attachJob(jobId: string, afterSequence: number, options: CallOptions = {}): InferStream {
+    const deadlineMs = options.deadlineMs ?? this.defaultDeadlineMs;
+    const call = this.worker.attachJob({ jobId, afterSequence }, this.metadata(options), { deadline: Date.now() + deadlineMs });
+    return this.eventStream('AttachJob', deadlineMs, call);
+  }
+
+  private eventStream(rpc: string, deadlineMs: number, call: grpc.ClientReadableStream<InferEvent__Output>): InferStream {
+    const toError = (error: grpc.ServiceError) => this.toError(rpc, error, deadlineMs);
     const started = performance.now();
     const observe = this.observe;
     const workerId = this.workerId;
@@ -160,7 +174,7 @@ export class WorkerClient implements WorkerApi {
         throw failure;
       } finally {
         // Also when the consumer stops after the terminal event.
-        observe(workerId, 'Infer', code ?? (cancelled ? 'CANCELLED' : 'OK'), (performance.now() - started) / 1000);
+        observe(workerId, rpc, code ?? (cancelled ? 'CANCELLED' : 'OK'), (performance.now() - started) / 1000);
       }
     }
     return {

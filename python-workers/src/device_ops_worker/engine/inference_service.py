@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -18,12 +19,21 @@ from pathlib import Path
 import torch
 
 from .. import outputs
-from ..errors import INTERNAL_MESSAGE, FailedPreconditionError, InvalidArgumentError, NotFoundError, Status, WorkerError
+from ..errors import (
+    INTERNAL_MESSAGE,
+    AlreadyExistsError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+    Status,
+    WorkerError,
+)
 from ..model_entry import ModelEntry, Task, ValidationState
 from ..models.repository import ModelRepository
 from ..settings import Limits
 from .compute_devices import ComputeDevice
 from .device_queue import WorkItem
+from .job_journal import JobJournal, JobJournals, Retention
 from .jobs import (
     Accepted,
     Cancelled,
@@ -74,6 +84,7 @@ class InferenceService:
         output_root: Path,
         limits: Limits,
         progress_interval_s: float = 0.0,
+        retention: Retention = Retention(),
         observer: InferenceObserver | None = None,
         on_device_failure: Callable[[BaseException], None] | None = None,
     ) -> None:
@@ -85,6 +96,7 @@ class InferenceService:
         self._observer = observer or InferenceObserver()
         self._on_device_failure = on_device_failure or (lambda error: None)
         self._jobs = JobRegistry()
+        self._journals = JobJournals(retention)
         self._queued: dict[str, tuple[ComputeDevice, WorkItem]] = {}
         # Ids of recently finished jobs, so CancelJob can say "already ended".
         self._finished_ids: collections.OrderedDict[str, None] = collections.OrderedDict()
@@ -98,49 +110,35 @@ class InferenceService:
 
     async def infer(self, request: InferenceRequest) -> AsyncIterator[StampedEvent]:
         """Run one job, yielding its events until the terminal one. If the
-        consumer stops early (client gone), the job is cancelled."""
+        consumer stops early (client gone), the job is cancelled, unless the
+        request keeps it running: then it runs to its end for AttachJob."""
+        job, journal = await self._admit(request)
         try:
-            outputs.check_job_id(request.job_id)
-            task = check_input_matches_task(request)
-            if self._jobs.get(request.job_id) is not None:
-                raise FailedPreconditionError(f"job_id: a job named '{request.job_id}' is already running on this worker")
-            job = Job(request.job_id, task, request.model, asyncio.get_running_loop())
-            plan = await self._plan(request, task, job)
-            item = self._runners[task].work_item(plan)
-            self._jobs.add(job)
-            if plan.entry is not None:
-                self._manager.pin(plan.entry.name, plan.device.id)
-            try:
-                position = plan.device.queue.submit(item)
-            except WorkerError:
-                self._release(plan)
-                raise
-        except WorkerError as error:
-            # Refused before acceptance: bad input, unknown model, full queue.
-            self._observer.refused(error.status.value)
-            raise
-        self._queued[job.id] = (plan.device, item)
-        job.emit(Accepted(job.id))
-        job.emit(Queued(position, plan.device.id))
-        finisher = asyncio.get_running_loop().create_task(self._finish(plan, item))
-        self._finishers.add(finisher)
-        finisher.add_done_callback(self._finishers.discard)
-        try:
-            while True:
-                stamped = await job.next_event()
-                yield stamped
-                if isinstance(stamped.event, (Completed, Failed, Cancelled)):
-                    return
+            async with contextlib.aclosing(journal.follow(0)) as events:
+                async for stamped in events:
+                    yield stamped
         finally:
-            if not job.finished:
+            if not job.finished and not request.keep_running_on_disconnect:
                 self._cancel(job, CancelReason.CLIENT_GONE)
+
+    def attach(self, job_id: str, after_sequence: int) -> AsyncIterator[StampedEvent]:
+        """A queued, running or recently ended job's kept events after
+        `after_sequence`, then its live ones up to the terminal event.
+        Read-only: a follower that goes away leaves the job alone."""
+        outputs.check_job_id(job_id)
+        journal = self._journals.get(job_id)
+        if journal is None:
+            raise NotFoundError(
+                f"job_id: no job '{job_id}' on this worker (never run here, or ended longer ago than it keeps jobs)"
+            )
+        return journal.follow(after_sequence)
 
     def cancel(self, job_id: str) -> bool:
         """Cancel a queued or running job. False when it already ended."""
         outputs.check_job_id(job_id)
         job = self._jobs.get(job_id)
         if job is None:
-            if job_id in self._finished_ids:
+            if job_id in self._finished_ids or self._journals.get(job_id) is not None:
                 return False
             raise NotFoundError(f"job_id: no job '{job_id}' on this worker")
         return self._cancel(job, CancelReason.REQUESTED)
@@ -151,6 +149,49 @@ class InferenceService:
             self._cancel(job, CancelReason.SHUTDOWN)
         if self._finishers:
             await asyncio.gather(*self._finishers, return_exceptions=True)
+
+    # ------------------------------------------------------------ admission
+
+    async def _admit(self, request: InferenceRequest) -> tuple[Job, JobJournal]:
+        """Check, plan and queue a job; it is accepted once this returns."""
+        try:
+            outputs.check_job_id(request.job_id)
+            # Reserved before the first await, so two calls with one id cannot both pass.
+            journal = self._journals.open(request.job_id)
+            try:
+                job, plan, item, position = await self._queue(request, journal)
+            except BaseException:
+                self._journals.drop(journal)
+                raise
+        except WorkerError as error:
+            # Refused before acceptance: bad input, unknown model, full queue, a known id.
+            self._observer.refused(error.status.value)
+            raise
+        job.emit(Accepted(job.id))
+        job.emit(Queued(position, plan.device.id))
+        finisher = asyncio.get_running_loop().create_task(self._finish(plan, item))
+        self._finishers.add(finisher)
+        finisher.add_done_callback(self._finishers.discard)
+        return job, journal
+
+    async def _queue(self, request: InferenceRequest, journal: JobJournal) -> tuple[Job, Plan, WorkItem, int]:
+        if outputs.has_job_directory(self._output_root, request.job_id):
+            # A worker restarted since (or a worker sharing OUTPUT_DIRECTORY) ran it.
+            raise AlreadyExistsError(f"job_id: outputs of a job named '{request.job_id}' already exist")
+        task = check_input_matches_task(request)
+        job = Job(request.job_id, task, request.model, asyncio.get_running_loop(), journal.record)
+        plan = await self._plan(request, task, job)
+        item = self._runners[task].work_item(plan)
+        self._jobs.add(job)
+        if plan.entry is not None:
+            self._manager.pin(plan.entry.name, plan.device.id)
+        try:
+            position = plan.device.queue.submit(item)
+        except WorkerError:
+            self._release(plan)
+            raise
+        self._queued[job.id] = (plan.device, item)
+        return job, plan, item, position
 
     # ------------------------------------------------------------ planning
 

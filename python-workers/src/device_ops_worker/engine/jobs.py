@@ -1,6 +1,6 @@
-"""Jobs and their events. A job's events go into an asyncio queue that the
-servicer drains into the Infer stream; device threads add events through
-``Job.emit``, which is thread-safe."""
+"""Jobs and their events. Device threads add events through ``Job.emit``,
+which is thread-safe; each stamped event reaches the job's sink (its
+journal, ``job_journal.py``) on the event loop, in sequence order."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ import contextlib
 import enum
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from ..errors import FailedPreconditionError, Status
+from ..errors import AlreadyExistsError, Status
 from ..model_entry import Task
 from ..outputs import OutputFile
 
@@ -92,10 +92,14 @@ class StampedEvent:
     event: JobEvent
 
 
+# Takes a job's stamped events on the event loop, in sequence order.
+EventSink = Callable[[StampedEvent], None]
+
+
 class Job:
     """One inference job: its identity, cancellation flag and event stream."""
 
-    def __init__(self, job_id: str, task: Task, model: str, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, job_id: str, task: Task, model: str, loop: asyncio.AbstractEventLoop, sink: EventSink) -> None:
         self.id = job_id
         self.task = task
         self.model = model
@@ -103,7 +107,7 @@ class Job:
         self._loop = loop
         # Jobs are created on the loop's thread.
         self._loop_thread = threading.get_ident()
-        self._events: asyncio.Queue[StampedEvent] = asyncio.Queue()
+        self._sink = sink
         self._sequence = 0
         self._lock = threading.Lock()
         self._cancel = threading.Event()
@@ -128,13 +132,13 @@ class Job:
             stamped = self._stamp(event)
             if stamped is None:
                 return
-            # Scheduled under the lock so events reach the queue in sequence
+            # Scheduled under the lock so events reach the sink in sequence
             # order. From the loop's own thread no wake-up is needed (the
             # thread-safe call writes to the loop's self-pipe every time).
             if threading.get_ident() == self._loop_thread:
-                self._loop.call_soon(self._events.put_nowait, stamped)
+                self._loop.call_soon(self._sink, stamped)
             else:
-                self._loop.call_soon_threadsafe(self._events.put_nowait, stamped)
+                self._loop.call_soon_threadsafe(self._sink, stamped)
 
     def _stamp(self, event: JobEvent) -> StampedEvent | None:
         """The event with its sequence number; None after the terminal one. Under the lock."""
@@ -143,9 +147,6 @@ class Job:
         self._terminal = isinstance(event, TERMINAL)
         self._sequence += 1
         return StampedEvent(self._sequence, int(time.time() * 1000), event)
-
-    async def next_event(self) -> StampedEvent:
-        return await self._events.get()
 
     def cancel(self, reason: CancelReason) -> bool:
         """Ask the job to stop; False when it already ended."""
@@ -171,30 +172,32 @@ def emit_together(loop: asyncio.AbstractEventLoop, events: list[tuple[Job, JobEv
     wake-up of the event loop instead of one each. Every job's lock is held
     until the delivery is scheduled, so each job's events stay in order."""
     with contextlib.ExitStack() as locks:
-        deliveries: list[tuple[asyncio.Queue[StampedEvent], StampedEvent]] = []
+        deliveries: list[tuple[EventSink, StampedEvent]] = []
         for job, event in events:
             locks.enter_context(job._lock)
             stamped = job._stamp(event)
             if stamped is not None:
-                deliveries.append((job._events, stamped))
+                deliveries.append((job._sink, stamped))
         if deliveries:
             loop.call_soon_threadsafe(_deliver, deliveries)
 
 
-def _deliver(deliveries: list[tuple[asyncio.Queue[StampedEvent], StampedEvent]]) -> None:
-    for queue, stamped in deliveries:
-        queue.put_nowait(stamped)
+def _deliver(deliveries: list[tuple[EventSink, StampedEvent]]) -> None:
+    for sink, stamped in deliveries:
+        sink(stamped)
 
 
 class JobRegistry:
-    """Jobs that have not ended, by id, so CancelJob can find them."""
+    """Jobs that have not ended, by id, so CancelJob can find them. Ids are
+    refused a second run before this (``JobJournals.open``); here a second
+    one would be a bug."""
 
     def __init__(self) -> None:
         self._jobs: dict[str, Job] = {}
 
     def add(self, job: Job) -> None:
         if job.id in self._jobs:
-            raise FailedPreconditionError(f"job_id: a job named '{job.id}' is already running on this worker")
+            raise AlreadyExistsError(f"job_id: a job named '{job.id}' already runs on this worker")
         self._jobs[job.id] = job
 
     def remove(self, job: Job) -> None:

@@ -74,6 +74,8 @@ class InferenceRequest:
     device_id: str
     dtype: str
     input: Input | None
+    # The job runs to its end when its caller goes away (AttachJob follows it).
+    keep_running_on_disconnect: bool = False
 
 
 # Which input each task takes, and its wire name for messages.

@@ -1,6 +1,7 @@
 import type { Knex } from 'knex';
 import * as sessions from './0001_sessions.js';
 import * as apiKeysAndAuditLog from './0002_api_keys_and_audit_log.js';
+import * as sessionOwnership from './0003_session_ownership.js';
 
 /**
  * Every migration, in order, listed in code so that the TypeScript sources
@@ -20,6 +21,7 @@ interface NamedMigration {
 const migrations: readonly NamedMigration[] = [
   { name: '0001_sessions', migration: sessions },
   { name: '0002_api_keys_and_audit_log', migration: apiKeysAndAuditLog },
+  { name: '0003_session_ownership', migration: sessionOwnership },
 ];
 
 export const migrationSource: Knex.MigrationSource<NamedMigration> = {
