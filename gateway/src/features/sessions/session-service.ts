@@ -252,19 +252,23 @@ export class SessionService {
    * running, record it `interrupted`, give its followers a terminal event.
    */
   async interruptActive(reason: string): Promise<number> {
-    const relays = [...this.live.values()];
-    for (const relay of relays) relay.interrupt(reason);
-    await Promise.allSettled(relays.map((relay) => relay.done));
-    if (relays.length > 0) this.deps.logger.warn('sessions interrupted by shutdown', { count: relays.length, reason });
-    return relays.length;
+    const count = await this.stopEveryRelay((relay) => relay.interrupt(reason));
+    if (count > 0) this.deps.logger.warn('sessions interrupted by shutdown', { count, reason });
+    return count;
   }
 
   /** Shutdown, when the workers run on: stop relaying, leave the jobs running for another instance to take over. */
   async handOver(reason: string): Promise<number> {
+    const count = await this.stopEveryRelay((relay) => relay.leave(reason));
+    if (count > 0) this.deps.logger.info('sessions handed over to the other instances', { count, reason });
+    return count;
+  }
+
+  /** Stop every relay of this instance the given way, and wait for each to settle. */
+  private async stopEveryRelay(stop: (relay: SessionRelay) => void): Promise<number> {
     const relays = [...this.live.values()];
-    for (const relay of relays) relay.leave(reason);
+    for (const relay of relays) stop(relay);
     await Promise.allSettled(relays.map((relay) => relay.done));
-    if (relays.length > 0) this.deps.logger.info('sessions handed over to the other instances', { count: relays.length, reason });
     return relays.length;
   }
 
