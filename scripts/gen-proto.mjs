@@ -36,8 +36,10 @@ export async function generateTypeScript() {
 }
 
 export async function generatePython(python = paths.venvPython) {
-  // Only our own contract: grpc.health.v1 comes with grpcio-health-checking.
-  const files = protoFiles(join(paths.proto, 'device_ops')).map((f) => relative(paths.proto, f));
+  // Only the worker contract: grpc.health.v1 comes with grpcio-health-checking,
+  // and the gateway's public API (device_ops/gateway) is for callers, who
+  // generate their own stubs (README, "Calling the gateway over gRPC").
+  const files = protoFiles(join(paths.proto, 'device_ops', 'v1')).map((f) => relative(paths.proto, f));
   rmSync(paths.pyGenerated, { recursive: true, force: true });
   const out = join(paths.workers, 'src');
   await run(

@@ -23,6 +23,13 @@
  *    throughput at 50 connections (target: gateway ≥ 40 % of direct).
  * 6. SSE relay again at 200 streams × 100 events/s.
  * 7. Resident memory before and after 100,000 requests (growth < 10 %).
+ * 8. The gateway's own gRPC API against direct gRPC: ListDevices directly on
+ *    the worker and through the gateway's DeviceOperations/ListDevices (the
+ *    same authentication, limits and validation as REST), side by side:
+ *    gateway CPU per call at 50 concurrent calls (target ≤ 150 µs), added p50
+ *    at 1 connection (≤ 0.25 ms), throughput at 50 concurrent calls (≥ 60 % of
+ *    direct); and ExecuteStream relaying 50 streams × 100 events/s: gateway
+ *    CPU per event (≤ 20 µs).
  *
  * Every run prepends its table, with the machine and the commit, to
  * gateway/bench/RESULTS.md, and writes var/bench/gateway-bench.json.
@@ -42,7 +49,8 @@ import { createInterface } from 'node:readline';
 import autocannon from 'autocannon';
 import * as grpc from '@grpc/grpc-js';
 import jwt from 'jsonwebtoken';
-import { repoRoot } from '../src/infra/paths.js';
+import * as protoLoader from '@grpc/proto-loader';
+import { protoRoot, repoRoot } from '../src/infra/paths.js';
 import { loadProtos } from '../src/infra/grpc/protos.js';
 import type { InferEvent__Output } from '../src/generated/device_ops/v1/InferEvent.js';
 import { EventSourceWorker } from './event-source-worker.js';
@@ -57,6 +65,8 @@ const canPin = spawnSync('taskset', ['-V']).status === 0 && cpus().length > 1;
 interface Gateway {
   child: ChildProcess;
   url: string;
+  /** host:port of its public gRPC API. */
+  grpcAddress: string;
   pid: number;
 }
 
@@ -76,6 +86,7 @@ async function startGateway(workerAddress: string): Promise<Gateway> {
     env: {
       PATH: process.env.PATH,
       PORT: '0',
+      GRPC_PORT: '0',
       HOST: '127.0.0.1',
       JWT_SECRET: SECRET,
       WORKER_ADDRESSES: workerAddress,
@@ -95,16 +106,17 @@ async function startGateway(workerAddress: string): Promise<Gateway> {
     },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
-  const url = await new Promise<string>((resolve, reject) => {
+  const listening = await new Promise<{ url: string; grpcAddress: string }>((resolve, reject) => {
     const lines = createInterface({ input: child.stdout! });
     lines.on('line', (line) => {
-      if (line.includes('"gateway listening"')) resolve(String((JSON.parse(line) as { url: string }).url).replace('localhost', '127.0.0.1'));
+      if (line.includes('"gateway listening"')) resolve(JSON.parse(line) as { url: string; grpcAddress: string });
     });
     child.once('exit', (code) => reject(new Error(`gateway exited with ${code}`)));
   });
   // Keep draining its log so the pipe never blocks it.
   child.stdout!.resume();
-  return { child, url, pid: child.pid! };
+  const local = (value: string) => value.replace('localhost', '127.0.0.1');
+  return { child, url: local(listening.url), grpcAddress: local(listening.grpcAddress), pid: child.pid! };
 }
 
 /** Gateway CPU per request of one route under load (10 connections, 6 s after a 2 s warm-up). */
@@ -326,6 +338,120 @@ async function againstDirect(gateway: Gateway, address: string) {
   };
 }
 
+/** A client of the gateway's public gRPC API, with stubs from proto/ as an internal service builds them. */
+function gatewayGrpcClient(address: string) {
+  const definition = protoLoader.loadSync(join(protoRoot, 'device_ops/gateway/v1/gateway_service.proto'), {
+    keepCase: false,
+    longs: Number,
+    enums: String,
+    defaults: true,
+    oneofs: true,
+    includeDirs: [protoRoot],
+  });
+  const loaded = grpc.loadPackageDefinition(definition) as unknown as { device_ops: { gateway: { v1: { DeviceOperations: grpc.ServiceClientConstructor } } } };
+  return new loaded.device_ops.gateway.v1.DeviceOperations(address, grpc.credentials.createInsecure()) as grpc.Client & Record<string, any>;
+}
+
+/** ListDevices directly on the worker and through the gateway's gRPC API: CPU, latency at 1 call in flight, throughput at 50; then the streaming relay. */
+async function grpcFront(source: EventSourceWorker, gateway: Gateway, address: string) {
+  const protos = loadProtos();
+  const worker = new protos.device_ops.v1.WorkerService(address, grpc.credentials.createInsecure());
+  const front = gatewayGrpcClient(gateway.grpcAddress);
+  const metadata = new grpc.Metadata();
+  metadata.set('authorization', AUTH.authorization);
+  const direct = () =>
+    new Promise<void>((resolve, reject) => {
+      worker.listDevices({}, { deadline: Date.now() + 10_000 }, (error: grpc.ServiceError | null) => (error ? reject(error) : resolve()));
+    });
+  const viaGateway = () =>
+    new Promise<void>((resolve, reject) => {
+      front.listDevices({}, metadata, { deadline: Date.now() + 10_000 }, (error: grpc.ServiceError | null) => (error ? reject(error) : resolve()));
+    });
+  const timed = async (call: () => Promise<void>, count: number, into: number[]) => {
+    for (let i = 0; i < count; i += 1) {
+      const started = performance.now();
+      await call();
+      into.push(performance.now() - started);
+    }
+  };
+  const concurrently = async (call: () => Promise<void>, inFlight: number, seconds: number) => {
+    let done = 0;
+    const end = performance.now() + seconds * 1000;
+    await Promise.all(
+      Array.from({ length: inFlight }, async () => {
+        while (performance.now() < end) {
+          await call();
+          done += 1;
+        }
+      }),
+    );
+    return done;
+  };
+  await timed(direct, 1000, []);
+  await timed(viaGateway, 1000, []);
+  const directMs: number[] = [];
+  const gatewayMs: number[] = [];
+  for (let block = 0; block < 10; block += 1) {
+    await timed(direct, 300, directMs);
+    await timed(viaGateway, 300, gatewayMs);
+  }
+  directMs.sort((a, b) => a - b);
+  gatewayMs.sort((a, b) => a - b);
+  const directRps: number[] = [];
+  const gatewayRps: number[] = [];
+  let cpu = 0;
+  let calls = 0;
+  for (let round = 0; round < 2; round += 1) {
+    directRps.push((await concurrently(direct, 50, 4)) / 4);
+    const before = cpuMicros(gateway.pid);
+    const done = await concurrently(viaGateway, 50, 4);
+    cpu += cpuMicros(gateway.pid) - before;
+    calls += done;
+    gatewayRps.push(done / 4);
+  }
+  worker.close();
+  // The front alone: WhoAmI runs the same chain (limits, authentication, logging, metrics) with no worker call.
+  const whoAmI = () =>
+    new Promise<void>((resolve, reject) => {
+      front.whoAmI({}, metadata, { deadline: Date.now() + 10_000 }, (error: grpc.ServiceError | null) => (error ? reject(error) : resolve()));
+    });
+  const whoBefore = cpuMicros(gateway.pid);
+  const whoCalls = await concurrently(whoAmI, 50, 4);
+  const whoAmICpuMicrosPerCall = (cpuMicros(gateway.pid) - whoBefore) / whoCalls;
+
+  // ExecuteStream: 50 streams × 100 events/s for 5 s, relayed as SessionEvent messages.
+  source.options = { events: 500, intervalMs: 10 };
+  const before = cpuMicros(gateway.pid);
+  const counts = await Promise.all(
+    Array.from({ length: 50 }, () =>
+      new Promise<number>((resolve, reject) => {
+        let events = 0;
+        const call = front.executeStream({ model: 'bench-model', textToImage: { prompt: 'bench' } }, metadata);
+        call.on('data', (event: { type: string }) => {
+          if (event.type === 'progress') events += 1;
+        });
+        call.on('end', () => resolve(events));
+        call.on('error', reject);
+      }),
+    ),
+  );
+  const streamCpu = cpuMicros(gateway.pid) - before;
+  const events = counts.reduce((a, b) => a + b, 0);
+  front.close();
+  const mean = (values: number[]) => values.reduce((a, b) => a + b, 0) / values.length;
+  return {
+    ...addedLatency(directMs, gatewayMs, 'gateway'),
+    gatewayCpuMicrosPerCall: cpu / calls,
+    whoAmICpuMicrosPerCall,
+    directCallsPerSecond: mean(directRps),
+    gatewayCallsPerSecond: mean(gatewayRps),
+    throughputRatio: mean(gatewayRps) / mean(directRps),
+    streamEventsRelayed: events,
+    streamEventsExpected: 50 * 500,
+    streamCpuMicrosPerEvent: streamCpu / events,
+  };
+}
+
 /** Resident memory before and after a long run of requests. */
 async function growthAfterRequests(gateway: Gateway, count: number) {
   const url = `${gateway.url}/api/device/list`;
@@ -374,7 +500,7 @@ function recordResults(rows: [string, string, string, boolean][], machine: strin
   return file;
 }
 
-const only = process.env.BENCH_ONLY; // "request", "sse", "memory", "auth", "direct", "sse200" or "growth": run one part
+const only = process.env.BENCH_ONLY; // "request", "sse", "memory", "auth", "direct", "sse200", "growth" or "grpc": run one part
 const GROWTH_REQUESTS = Number(process.env.BENCH_GROWTH_REQUESTS ?? 100_000);
 
 async function main(): Promise<void> {
@@ -392,6 +518,7 @@ async function main(): Promise<void> {
         direct: () => againstDirect(gateway, address),
         sse200: () => sseRelay(source, gateway, address, 200, 100, 10),
         growth: () => growthAfterRequests(gateway, GROWTH_REQUESTS),
+        grpc: () => grpcFront(source, gateway, address),
       };
       const part = await parts[only]!();
       console.log(JSON.stringify(part, null, 2));
@@ -405,6 +532,7 @@ async function main(): Promise<void> {
     const sse = await sseRelay(source, gateway, address, 50, 100, 10);
     const sse200 = await sseRelay(source, gateway, address, 200, 100, 10);
     const growth = await growthAfterRequests(gateway, GROWTH_REQUESTS);
+    const front = await grpcFront(source, gateway, address);
     const mb = (bytes: number) => Math.round((bytes / 2 ** 20) * 10) / 10;
     const rows: [string, string, string, boolean][] = [
       ['gateway CPU per relayed request (µs)', request.cpuMicrosPerRequest.toFixed(0), '≤ 350', request.cpuMicrosPerRequest <= 350],
@@ -432,13 +560,21 @@ async function main(): Promise<void> {
         '< +10 %',
         growth.growth < 0.1 && growth.failed === 0,
       ],
+      ['gRPC API: gateway CPU per ListDevices call (µs)', front.gatewayCpuMicrosPerCall.toFixed(0), '≤ 150', front.gatewayCpuMicrosPerCall <= 150],
+      ['  WhoAmI (the front alone, no worker call) (µs)', front.whoAmICpuMicrosPerCall.toFixed(0), '', true],
+      ['gRPC API: added latency at 1 call, p50 (ms)', front.addedP50Ms.toFixed(3), '≤ 0.25', front.addedP50Ms <= 0.25],
+      ['  p99 added; direct p50 / gateway p50 (ms)', `${front.addedP99Ms.toFixed(3)}; ${front.directP50Ms.toFixed(3)} / ${front.gatewayP50Ms.toFixed(3)}`, '', true],
+      ['gRPC API: throughput at 50 calls, gateway / direct', `${(front.throughputRatio * 100).toFixed(0)} %`, '≥ 60 %', front.throughputRatio >= 0.6],
+      ['  calls/s gateway, direct', `${front.gatewayCallsPerSecond.toFixed(0)}, ${front.directCallsPerSecond.toFixed(0)}`, '', true],
+      ['gRPC ExecuteStream 50×100/s: events relayed / expected', `${front.streamEventsRelayed} / ${front.streamEventsExpected}`, 'all', front.streamEventsRelayed === front.streamEventsExpected],
+      ['gRPC ExecuteStream: gateway CPU per event (µs)', front.streamCpuMicrosPerEvent.toFixed(1), '≤ 20', front.streamCpuMicrosPerEvent <= 20],
     ];
     const machine = `${cpus()[0]?.model} ×${cpus().length}, ${(totalmem() / 2 ** 30).toFixed(1)} GiB, node ${process.version}, gateway pinned to one core: ${canPin}`;
     console.log(`gateway benchmark — ${machine}`);
     for (const [name, value, target, pass] of rows) {
       console.log(`${name.padEnd(48)}${value.padStart(24)}  ${target.padEnd(8)}${target ? (pass ? 'PASS' : 'FAIL') : ''}`);
     }
-    const results = { machine: { cpu: cpus()[0]?.model, cores: cpus().length, node: process.version, pinned: canPin }, commit: commitOf(), request, auth, direct, sse, sse200, memory, growth };
+    const results = { machine: { cpu: cpus()[0]?.model, cores: cpus().length, node: process.version, pinned: canPin }, commit: commitOf(), request, auth, direct, sse, sse200, memory, growth, grpcFront: front };
     const out = join(repoRoot, 'var', 'bench');
     mkdirSync(out, { recursive: true });
     writeFileSync(join(out, 'gateway-bench.json'), JSON.stringify(results, null, 2));

@@ -24,9 +24,21 @@ import { healthRoutes } from './features/health/health-routes.js';
 import { inferenceRoutes } from './features/inference/inference-routes.js';
 import { InferenceService } from './features/inference/inference-service.js';
 import { memoryRoutes } from './features/memory/memory-routes.js';
+import { memoryRpcs } from './features/memory/memory-rpcs.js';
+import { MemoryService } from './features/memory/memory-service.js';
 import { modelRoutes } from './features/models/model-routes.js';
 import { ModelService } from './features/models/model-service.js';
 import { postprocessingRoutes } from './features/postprocessing/postprocessing-routes.js';
+import { postprocessingRpcs } from './features/postprocessing/postprocessing-rpcs.js';
+import { PostprocessingService } from './features/postprocessing/postprocessing-service.js';
+import { authRpcs } from './features/auth/auth-rpcs.js';
+import { batchRpcs } from './features/batches/batch-rpcs.js';
+import { deviceRpcs } from './features/devices/device-rpcs.js';
+import { inferenceRpcs } from './features/inference/inference-rpcs.js';
+import { modelRpcs } from './features/models/model-rpcs.js';
+import type { RateLimits } from './features/rate-limits/rate-limits.js';
+import { createGrpcFront } from './grpc/grpc-front.js';
+import type { UntypedServiceImplementation } from '@grpc/grpc-js';
 import { WorkerScheduler } from './features/scheduling/worker-scheduler.js';
 import { SessionEventLog } from './features/sessions/session-event-log.js';
 import { InstanceLease } from './features/sessions/instance-lease.js';
@@ -36,15 +48,18 @@ import { LocalSessionBus, type SessionBus } from './infra/bus/session-bus.js';
 import { StreamAdmission } from './features/sessions/stream-admission.js';
 import { ServiceUnavailableError } from './errors/gateway-error.js';
 import type { WorkerPool } from './features/workers/worker-handle.js';
-import { mountRoutes, type RouteGuards } from './http/route.js';
+import { mountRoutes, type RouteGuards, type RouteSpec } from './http/route.js';
+import type { RpcSpec } from './grpc/rpc.js';
 import { notFoundHandler, problemMiddleware } from './http/problem-middleware.js';
 import { requestContext } from './http/request-context.js';
 
-/** Per-client and per-principal limits, in front of every route (see features/rate-limits). */
+/** Per-client and per-principal limits, in front of every route and rpc (see features/rate-limits). */
 export interface RouteLimits {
   perClient: RequestHandler;
   perPrincipal: RequestHandler;
   inference: RequestHandler;
+  /** The same counters for the gRPC front. */
+  consume?: RateLimits['consume'];
 }
 
 export interface AppDeps {
@@ -81,6 +96,10 @@ export interface GatewayServices {
 
 export interface GatewayApp {
   app: Express;
+  /** The public gRPC service's methods over the same services (main.ts serves them on GRPC_PORT). */
+  grpc: UntypedServiceImplementation;
+  /** Both fronts' operations, for the contract tests that keep them in step. */
+  operations: { routes: readonly RouteSpec[]; rpcs: readonly RpcSpec[] };
   openapi: OpenApiDocument;
   services: GatewayServices;
 }
@@ -163,6 +182,8 @@ export function createApp(config: Config, deps: AppDeps): GatewayApp {
     ],
   });
   const models = new ModelService(scheduler);
+  const memory = new MemoryService(scheduler);
+  const postprocessing = new PostprocessingService(sessions);
   const registry = createRegistry();
 
   const internal = allowList(config.internalAllowList);
@@ -186,13 +207,12 @@ export function createApp(config: Config, deps: AppDeps): GatewayApp {
         details: details ?? null,
       }),
   };
-  const router = mountRoutes(
-    [
+  const routes = [
       ...healthRoutes(health, readiness),
       ...metricsRoutes(metrics, workers),
       ...authRoutes(),
       ...deviceRoutes(devices),
-      ...memoryRoutes(scheduler),
+      ...memoryRoutes(memory),
       ...modelRoutes(models),
       ...inferenceRoutes({
         inference,
@@ -209,12 +229,32 @@ export function createApp(config: Config, deps: AppDeps): GatewayApp {
           },
         },
       }),
-      ...postprocessingRoutes(sessions),
+      ...postprocessingRoutes(postprocessing),
       ...batchRoutes(batches),
       ...adminRoutes(apiKeys, audit),
-    ],
-    { registry, guards },
-  );
+  ];
+  const router = mountRoutes(routes, { registry, guards });
+  // The same operations over gRPC: each rpc takes auth, scope, limits, schemas and audit from its route.
+  const rpcs = [
+      ...authRpcs(),
+      ...deviceRpcs(devices),
+      ...memoryRpcs(memory),
+      ...modelRpcs(models),
+      ...inferenceRpcs({ inference, sessions, audit, streams }),
+      ...batchRpcs(batches),
+      ...postprocessingRpcs(postprocessing),
+  ];
+  const grpc = createGrpcFront({
+    routes,
+    rpcs,
+    authenticator,
+    ...(deps.limits?.consume ? { consume: deps.limits.consume } : {}),
+    readiness,
+    audit,
+    logger,
+    metrics,
+    trustProxy: config.trustProxy,
+  });
 
   const app = express();
   app.disable('x-powered-by');
@@ -262,6 +302,8 @@ export function createApp(config: Config, deps: AppDeps): GatewayApp {
   app.use(problemMiddleware(metrics));
   return {
     app,
+    grpc,
+    operations: { routes, rpcs },
     openapi,
     services: { sessions, dispatcher, lease, batches, apiKeys, audit, readiness, metrics },
   };

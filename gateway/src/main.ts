@@ -18,10 +18,13 @@ import { createLogger, type Logger } from './infra/logger.js';
 import { PgSessionBus } from './infra/bus/pg-session-bus.js';
 import { LocalSessionBus } from './infra/bus/session-bus.js';
 import { readGatewayVersion } from './version.js';
+import { startGrpcServer } from './grpc/grpc-server.js';
 
 export interface RunningGateway {
   config: Config;
   url: string;
+  /** host:port of the public gRPC API (device_ops.gateway.v1.DeviceOperations). */
+  grpcAddress: string;
   server: Server;
   workers: WorkerPool;
   database: Database;
@@ -94,7 +97,7 @@ export async function startGateway(env: NodeJS.ProcessEnv, options: StartOptions
       ? [{ name: 'seq log sink', check: async () => logger.seqStatus?.() ?? { healthy: false, detail: 'not configured' } }]
       : []),
   ];
-  const { app, services } = createApp(config, {
+  const { app, grpc: grpcFront, services } = createApp(config, {
     logger,
     workers,
     version,
@@ -114,7 +117,16 @@ export async function startGateway(env: NodeJS.ProcessEnv, options: StartOptions
   const { port } = server.address() as AddressInfo;
   const host = config.host === '0.0.0.0' || config.host === '::' ? 'localhost' : config.host;
   const url = `http://${host}:${port}`;
-  logger.info('gateway listening', { url, version, workerMode: workers.mode, workers: workers.workers().length });
+  const grpcServer = await startGrpcServer({
+    host: config.host,
+    port: config.grpcPort,
+    implementation: grpcFront,
+    readiness: services.readiness,
+    logger,
+    maxMessageBytes: config.requestBodyLimitBytes,
+  });
+  const grpcAddress = `${host}:${grpcServer.port}`;
+  logger.info('gateway listening', { url, grpcAddress, version, workerMode: workers.mode, workers: workers.workers().length });
 
   let closing: Promise<void> | null = null;
   /**
@@ -133,11 +145,13 @@ export async function startGateway(env: NodeJS.ProcessEnv, options: StartOptions
       const deadline = Date.now() + graceMs;
       logger.info('gateway draining', { graceSeconds: config.shutdownGraceSeconds, activeSessions: services.sessions.activeCount });
       services.readiness.startDraining();
+      grpcServer.stopServing();
       services.dispatcher.pause(); // no further queued session starts here
       // Still listening while jobs finish: /health answers 200, /health/ready
       // 503, and new work gets 503 (see refuseWhileDraining).
       const idle = await services.sessions.waitIdle(graceMs);
       const drained = new Promise<void>((resolve) => server.close(() => resolve()));
+      const grpcDrained = grpcServer.close(Math.max(200, deadline - Date.now()));
       server.closeIdleConnections();
       services.sessions.close();
       if (!idle && workers.mode === 'local') {
@@ -152,6 +166,7 @@ export async function startGateway(env: NodeJS.ProcessEnv, options: StartOptions
       // Let responses of the jobs that just ended reach their clients, then close what is left.
       const lastWrites = setTimeout(() => server.closeAllConnections(), Math.max(200, deadline - Date.now()));
       await drained;
+      await grpcDrained;
       clearTimeout(lastWrites);
       monitor.stop();
       await workers.stop();
@@ -163,5 +178,5 @@ export async function startGateway(env: NodeJS.ProcessEnv, options: StartOptions
     })();
     return closing;
   };
-  return { config, url, server, workers, database, logger, services, close };
+  return { config, url, grpcAddress, server, workers, database, logger, services, close };
 }

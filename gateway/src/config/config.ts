@@ -46,6 +46,11 @@ const commaList = <S extends z.ZodType<unknown, string>>(item: S) =>
 
 export const settings = {
   port: setting('PORT', 'HTTP port the gateway listens on (0 picks a free port).', int(0, 65535).default(8080)),
+  grpcPort: setting(
+    'GRPC_PORT',
+    "Port of the gateway's public gRPC API (device_ops.gateway.v1, for internal services), on HOST; 0 picks a free port.",
+    int(0, 65535).default(50051),
+  ),
   host: setting('HOST', 'Address the gateway listens on.', z.string().trim().min(1).default('0.0.0.0')),
   logLevel: setting(
     'LOG_LEVEL',

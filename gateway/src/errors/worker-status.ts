@@ -29,6 +29,8 @@ export const WORKER_STATUS_TO_HTTP: Readonly<Record<string, WorkerStatusMapping>
   INVALID_ARGUMENT: { httpStatus: 400, type: 'invalid-argument', title: 'Invalid argument' },
   NOT_FOUND: { httpStatus: 404, type: 'not-found', title: 'Not found' },
   FAILED_PRECONDITION: { httpStatus: 409, type: 'failed-precondition', title: 'Conflict with the worker state' },
+  // The worker already holds (or has outputs for) that job id: never a job run twice.
+  ALREADY_EXISTS: { httpStatus: 409, type: 'already-exists', title: 'The worker already has that job' },
   RESOURCE_EXHAUSTED: { httpStatus: 503, type: 'worker-capacity', title: 'Worker at capacity', retryAfterSeconds: 5, capacity: true },
   UNAVAILABLE: { httpStatus: 503, type: 'worker-unavailable', title: 'Worker unavailable', retryAfterSeconds: 5, capacity: true },
   DEADLINE_EXCEEDED: { httpStatus: 504, type: 'worker-timeout', title: 'Worker did not answer in time' },

@@ -2,7 +2,7 @@ import type { OpenAPIRegistry, RouteConfig } from '@asteasolutions/zod-to-openap
 import { Router, type NextFunction, type Request, type RequestHandler, type Response } from 'express';
 import { z } from 'zod';
 import { ForbiddenError, UnsupportedMediaTypeError, ValidationError, type FieldProblem } from '../errors/gateway-error.js';
-import { isAdmin } from '../features/auth/principal.js';
+import { isAdmin, type Principal } from '../features/auth/principal.js';
 import type { RequestContext } from './request-context.js';
 import { PROBLEM_CONTENT_TYPE } from './problem-middleware.js';
 import { ProblemSchema } from './problem-schema.js';
@@ -98,30 +98,47 @@ function problems(location: string, error: z.ZodError): FieldProblem[] {
   });
 }
 
+export interface RouteInputValues {
+  params?: unknown;
+  query?: unknown;
+  body?: unknown;
+}
+
+/**
+ * A route's input through its schemas: the parsed params, query and body,
+ * or a ValidationError naming every field ("body.steps", "params.id"). The
+ * one validation of both fronts: REST requests and gRPC messages.
+ */
+export function parseRouteInput(request: RouteSpec['request'], values: RouteInputValues): Record<string, unknown> {
+  const { params, query, body } = request ?? {};
+  const found: FieldProblem[] = [];
+  const parsed: Record<string, unknown> = {};
+  for (const [location, schema, value] of [
+    ['params', params, values.params],
+    ['query', query, values.query],
+    ['body', body, values.body],
+  ] as const) {
+    if (!schema) continue;
+    const result = schema.safeParse(value ?? {});
+    if (result.success) parsed[location] = result.data;
+    else found.push(...problems(location, result.error));
+  }
+  if (found.length > 0) throw new ValidationError(found);
+  return parsed;
+}
+
 function validator(spec: RouteSpec): RequestHandler {
-  const { params, query, body } = spec.request ?? {};
   return (req: Request, _res: Response, next: NextFunction) => {
-    if (body && hasBody(req) && !req.is('application/json')) {
+    if (spec.request?.body && hasBody(req) && !req.is('application/json')) {
       next(new UnsupportedMediaTypeError(`Send the body as application/json, not ${req.get('content-type') ?? 'no content type'}.`));
       return;
     }
-    const found: FieldProblem[] = [];
-    const parsed: Record<string, unknown> = {};
-    for (const [location, schema, value] of [
-      ['params', params, req.params],
-      ['query', query, req.query],
-      ['body', body, req.body],
-    ] as const) {
-      if (!schema) continue;
-      const result = schema.safeParse(value ?? {});
-      if (result.success) parsed[location] = result.data;
-      else found.push(...problems(location, result.error));
-    }
-    if (found.length > 0) {
-      next(new ValidationError(found));
+    try {
+      validatedInput(req).validated = parseRouteInput(spec.request, req);
+    } catch (error) {
+      next(error);
       return;
     }
-    validatedInput(req).validated = parsed;
     next();
   };
 }
@@ -136,12 +153,18 @@ function validatedInput(req: Request): { validated: Record<string, unknown> } {
   return holder[VALIDATED];
 }
 
+/** The refusal when `principal` lacks the scope an operation needs (admins hold every scope); null when allowed. Both fronts. */
+export function scopeRefusal(scope: string | null, principal: Principal | null): ForbiddenError | null {
+  if (!scope || !principal || principal.scopes.includes(scope) || isAdmin(principal)) return null;
+  return new ForbiddenError(`This route requires the '${scope}' scope.`);
+}
+
 function requireScope(scope: string | null, onDenied?: (req: Request) => void): RequestHandler {
   return (req, _res, next) => {
-    const principal = req.context.principal;
-    if (scope && principal && !principal.scopes.includes(scope) && !isAdmin(principal)) {
+    const refusal = scopeRefusal(scope, req.context.principal);
+    if (refusal) {
       onDenied?.(req);
-      next(new ForbiddenError(`This route requires the '${scope}' scope.`));
+      next(refusal);
       return;
     }
     next();

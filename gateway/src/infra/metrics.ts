@@ -78,6 +78,13 @@ export class GatewayMetrics {
     buckets: DURATION_BUCKETS,
     registers: [this.registry],
   });
+  readonly grpcServerDuration = new Histogram({
+    name: `${PREFIX}grpc_server_duration_seconds`,
+    help: "Calls to the gateway's public gRPC API (streams: until they end), by rpc and gRPC status.",
+    labelNames: ['method', 'code'] as const,
+    buckets: DURATION_BUCKETS,
+    registers: [this.registry],
+  });
   readonly sseStreams = new Gauge({
     name: `${PREFIX}sse_streams`,
     help: 'Server-Sent Event streams open.',

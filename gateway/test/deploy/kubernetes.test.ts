@@ -121,7 +121,8 @@ describe('deploy/kubernetes', () => {
       expect(selectedWorkloads(policy.spec.podSelector.matchLabels).length, `NetworkPolicy ${policy.metadata.name}`).toBeGreaterThan(0);
       for (const rule of policy.spec.ingress ?? []) {
         for (const from of rule.from ?? []) {
-          if (from.podSelector) expect(selectedWorkloads(from.podSelector.matchLabels).length, 'policy source pods').toBeGreaterThan(0);
+          // An empty podSelector is every pod of the namespace; a labelled one must name pods of the set.
+          if (from.podSelector?.matchLabels) expect(selectedWorkloads(from.podSelector.matchLabels).length, 'policy source pods').toBeGreaterThan(0);
         }
       }
     }
@@ -150,7 +151,10 @@ describe('deploy/kubernetes', () => {
     const gateway = containers(named('Deployment', 'gateway')!)[0]!;
     expect(gateway.readinessProbe.httpGet).toEqual({ path: '/health/ready', port: 'http' });
     expect(gateway.livenessProbe.httpGet).toEqual({ path: '/health', port: 'http' });
-    expect(gateway.ports).toEqual([{ name: 'http', containerPort: 8080 }]);
+    expect(gateway.ports).toEqual([
+      { name: 'http', containerPort: 8080 },
+      { name: 'grpc', containerPort: 50051 },
+    ]);
     const worker = containers(named('StatefulSet', 'worker')!)[0]!;
     const grpcPort = (worker.ports as Obj[]).find((p) => p.name === 'grpc')!.containerPort;
     for (const probe of ['startupProbe', 'readinessProbe', 'livenessProbe']) expect(worker[probe].grpc, probe).toEqual({ port: grpcPort });
@@ -170,6 +174,26 @@ describe('deploy/kubernetes', () => {
     expect(JSON.stringify(gateway.resources)).not.toContain('nvidia.com/gpu');
     // The worker gets its token and nothing else of the gateway's secrets.
     expect(worker.envFrom.some((from: Obj) => from.secretRef)).toBe(false);
+  });
+
+  it("serves the gateway's gRPC API on a Service port that only the gateway's callers may reach; workers only from the gateway", () => {
+    const gateway = named('Deployment', 'gateway')!;
+    const grpcPort = (containers(gateway)[0]!.ports as Obj[]).find((p) => p.name === 'grpc')!.containerPort;
+    expect(named('ConfigMap', 'gateway-config')!.data.GRPC_PORT).toBe(String(grpcPort));
+    const service = named('Service', 'gateway')!;
+    expect(selectedWorkloads(service.spec.selector)).toEqual([gateway]);
+    expect(service.spec.ports).toContainEqual(expect.objectContaining({ name: 'grpc', targetPort: 'grpc' }));
+    const policies = ofKind('NetworkPolicy');
+    const covering = (workload: Obj) => policies.filter((p) => selectedWorkloads(p.spec.podSelector.matchLabels).includes(workload));
+    const [gatewayPolicy] = covering(gateway);
+    const grpcRule = (gatewayPolicy!.spec.ingress as Obj[]).find((rule) => (rule.ports as Obj[]).some((p) => p.port === 'grpc'))!;
+    // Never open to all: a rule with peers, and no peer that admits every namespace.
+    expect(grpcRule.from.length).toBeGreaterThan(0);
+    expect(grpcRule.from.every((peer: Obj) => peer.podSelector || peer.namespaceSelector?.matchLabels)).toBe(true);
+    const worker = named('StatefulSet', 'worker')!;
+    const [workerPolicy] = covering(worker);
+    const workerGrpc = (workerPolicy!.spec.ingress as Obj[]).find((rule) => (rule.ports as Obj[]).some((p) => p.port === 'grpc'))!;
+    expect(workerGrpc.from).toEqual([{ podSelector: { matchLabels: gateway.spec.template.metadata.labels } }]);
   });
 
   it('configures the gateway and workers with settings they have', () => {

@@ -15,7 +15,7 @@ afterAll(() => {
   for (const edge of prepared) rmSync(edge.root, { recursive: true, force: true });
 });
 const prepare = async (overrides: Record<string, string> = {}) => {
-  const edge = await prepareEdge({ gateway: '127.0.0.1:8080', worker: '127.0.0.1:50051' }, overrides);
+  const edge = await prepareEdge({ gateway: '127.0.0.1:8080', gatewayGrpc: '127.0.0.1:50051' }, overrides);
   prepared.push(edge);
   return edge;
 };

@@ -12,6 +12,7 @@ import { bearer } from '../helpers/http.js';
 import { startRealGateway, type RealGateway } from '../helpers/real-gateway.js';
 import { signToken } from '../helpers/tokens.js';
 import { waitFor } from '../helpers/wait.js';
+import { gatewayClient, healthCheck, unary } from '../helpers/grpc-client.js';
 import { edgeRequest, headerCount, openRequest, type EdgeResponse } from './helpers/edge-client.js';
 import { composeNginxVariables, prepareEdge, startEdge, type RunningEdge } from './helpers/nginx.js';
 import { requireTool } from '../helpers/tools.js';
@@ -57,8 +58,10 @@ describe.skipIf(!nginx)('NGINX in front of the gateway', () => {
       TRUST_PROXY: '1',
       LOG_LEVEL: 'warn',
     });
-    const worker = real.gateway.workers.workers()[0]!.snapshot().address!;
-    const prepared = await prepareEdge({ gateway: new URL(real.url).host, worker }, { NGINX_INTERNAL_SUBNET: `${INTERNAL_CLIENT}/32` });
+    const prepared = await prepareEdge(
+      { gateway: new URL(real.url).host, gatewayGrpc: real.gateway.grpcAddress },
+      { NGINX_INTERNAL_SUBNET: `${INTERNAL_CLIENT}/32` },
+    );
     edge = await startEdge(nginx!, prepared);
     ca = readFileSync(edge.certificate.certificate);
     https = `https://127.0.0.1:${edge.ports.https}`;
@@ -271,23 +274,32 @@ describe.skipIf(!nginx)('NGINX in front of the gateway', () => {
 
   // ----------------------------------------------------------------- internal listeners
 
-  it('passes gRPC to the workers for internal callers, and refuses others', async () => {
-    const protos = loadProtos();
+  it("passes gRPC to the gateway's API for internal callers — never to a worker — and refuses others", async () => {
     const address = `127.0.0.1:${edge.ports.grpc}`;
-    const health = new protos.grpc.health.v1.Health(address, grpc.credentials.createInsecure());
+    const client = gatewayClient(address);
+    const protos = loadProtos();
     const workerService = new protos.device_ops.v1.WorkerService(address, grpc.credentials.createInsecure());
     try {
-      const status = await new Promise<string>((resolve, reject) =>
-        health.check({}, { deadline: Date.now() + 10_000 }, (error, reply) => (error ? reject(error) : resolve(String(reply!.status)))),
-      );
-      expect(status).toBe('SERVING');
-      // A WorkerService call reaches the worker, which wants its token: its answer comes back through NGINX.
+      // The gateway answers: its own service name is SERVING (a worker knows no such service).
+      expect(await healthCheck(address, 'device_ops.gateway.v1.DeviceOperations')).toBe('SERVING');
+      const who = await unary(client, 'whoAmI', {}, { ...alice, 'x-request-id': 'through-nginx-1' });
+      expect(who.response).toMatchObject({ id: 'jwt:alice', scopes: ['inference'] });
+      expect(who.trailers?.get('x-request-id')).toEqual(['through-nginx-1']);
+      expect((await unary(client, 'whoAmI', {}, {})).error?.code).toBe(grpc.status.UNAUTHENTICATED);
+
+      // A management call is audited with the internal caller's address, which NGINX forwards.
+      const cleared = await unary(client, 'clearMemory', {}, bearer(signToken({ sub: 'ops', scope: 'models:manage' })));
+      expect(cleared.response).toMatchObject({ workers: ['worker-0'] });
+      const audit = await real.gateway.services.audit.list({ action: 'memory.clear', limit: 10, offset: 0 });
+      expect(audit.items[0]).toMatchObject({ actor: 'jwt:ops', clientAddress: '127.0.0.1' });
+
+      // The worker contract is not served here: no worker address is behind this listener.
       const code = await new Promise<number>((resolve) =>
         workerService.getWorkerInfo({}, { deadline: Date.now() + 10_000 }, (error) => resolve(error?.code ?? grpc.status.OK)),
       );
-      expect(code).toBe(grpc.status.UNAUTHENTICATED);
+      expect(code).toBe(grpc.status.UNIMPLEMENTED);
     } finally {
-      health.close();
+      client.close();
       workerService.close();
     }
 

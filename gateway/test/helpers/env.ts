@@ -17,6 +17,7 @@ export function testEnv(overrides: Record<string, string | undefined> = {}): Nod
     PATH: process.env.PATH,
     HOME: process.env.HOME,
     PORT: '0',
+    GRPC_PORT: '0',
     HOST: '127.0.0.1',
     LOG_LEVEL: 'info',
     JWT_SECRET: TEST_JWT_SECRET,

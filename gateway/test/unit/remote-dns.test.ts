@@ -7,6 +7,7 @@ import { loadProtos } from '../../src/infra/grpc/protos.js';
 import { createLogger } from '../../src/infra/logger.js';
 import { testEnv } from '../helpers/env.js';
 import { LogCapture } from '../helpers/log-capture.js';
+import { MACHINE_MARGIN_MS } from '../helpers/wait.js';
 
 /**
  * A gRPC health server that answers SERVING, bound to 127.0.0.1 only: a
@@ -32,8 +33,12 @@ afterEach(async () => {
   for (const pool of pools.splice(0)) await pool.stop();
 });
 
+// A health check's deadline covers connecting too: on a loaded machine (CI runs
+// suites side by side) 200 ms was not always enough for the live server, and a
+// refused address fails at once whatever the deadline, so it costs nothing.
+const DEADLINE_MS = String(MACHINE_MARGIN_MS + 1000);
 function config(): Config {
-  return loadConfig(testEnv({ HEALTH_CHECK_DEADLINE_MS: '200', GRPC_DEADLINE_MS: '200' }));
+  return loadConfig(testEnv({ HEALTH_CHECK_DEADLINE_MS: DEADLINE_MS, GRPC_DEADLINE_MS: DEADLINE_MS }));
 }
 
 function pool(addresses: string[], resolve: Resolver) {

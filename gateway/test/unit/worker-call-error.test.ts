@@ -16,6 +16,7 @@ const ROWS: [string, number, string, string | undefined][] = [
   ['INVALID_ARGUMENT', 400, 'invalid-argument', undefined],
   ['NOT_FOUND', 404, 'not-found', undefined],
   ['FAILED_PRECONDITION', 409, 'failed-precondition', undefined],
+  ['ALREADY_EXISTS', 409, 'already-exists', undefined],
   ['RESOURCE_EXHAUSTED', 503, 'worker-capacity', '5'],
   ['UNAVAILABLE', 503, 'worker-unavailable', '5'],
   ['DEADLINE_EXCEEDED', 504, 'worker-timeout', undefined],

@@ -1,32 +1,14 @@
 import type { NextFunction, Request, Response } from 'express';
+import type { Logger } from '../../infra/logger.js';
 import type { Config } from '../../config/config.js';
 import { UnauthorizedError } from '../../errors/gateway-error.js';
 import type { ApiKeyService } from '../api-keys/api-key-service.js';
+import { credentialOf, type AuthFailure, type CredentialHeaders } from './credentials.js';
 import { JwtVerifier } from './jwt-verifier.js';
 import type { Principal } from './principal.js';
 import type { GatewayMetrics } from '../../infra/metrics.js';
 
-export interface AuthFailure {
-  method: 'jwt' | 'api-key' | 'none';
-  /** Why, for logs and metrics only; the client always gets the same 401. */
-  reason: string;
-}
-
-type Credential = { method: 'jwt'; value: string } | { method: 'api-key'; value: string } | AuthFailure;
-
-/** Where the credential is: X-API-Key, Authorization: ApiKey …, or Authorization: Bearer …. */
-function credentialOf(req: Request): Credential {
-  const apiKey = req.headers['x-api-key'];
-  if (typeof apiKey === 'string' && apiKey.length > 0) return { method: 'api-key', value: apiKey };
-  const header = req.headers.authorization;
-  if (!header) return { method: 'none', reason: 'no credentials' };
-  const space = header.indexOf(' ');
-  const scheme = space > 0 ? header.slice(0, space).toLowerCase() : header.toLowerCase();
-  const value = space > 0 ? header.slice(space + 1).trim() : '';
-  if (scheme === 'bearer' && value) return { method: 'jwt', value };
-  if (scheme === 'apikey' && value) return { method: 'api-key', value };
-  return { method: 'none', reason: 'unsupported Authorization scheme' };
-}
+export type { AuthFailure } from './credentials.js';
 
 /** A bounded metrics label for a failure reason (the reasons themselves are free text from libraries). */
 export function reasonLabel(reason: string): string {
@@ -56,12 +38,12 @@ export class Authenticator {
     this.jwt = config.authJwtEnabled ? new JwtVerifier(config) : null;
   }
 
-  async authenticate(req: Request): Promise<Principal | AuthFailure> {
-    const credential = credentialOf(req);
+  async authenticate(headers: CredentialHeaders): Promise<Principal | AuthFailure> {
+    const credential = credentialOf(headers);
     if (credential.method === 'none' && 'reason' in credential) return credential;
     if (credential.method === 'jwt') {
       if (!this.jwt) return { method: 'jwt', reason: 'JWT authentication is disabled' };
-      const outcome = await this.jwt.verify(req);
+      const outcome = await this.jwt.verify(headers);
       return 'principal' in outcome ? outcome.principal : { method: 'jwt', reason: outcome.reason };
     }
     if (!this.apiKeys) return { method: 'api-key', reason: 'API key authentication is disabled' };
@@ -69,14 +51,26 @@ export class Authenticator {
     return typeof outcome === 'string' ? { method: 'api-key', reason: outcome } : outcome;
   }
 
+  /**
+   * The principal, or the failure logged (method and reason, never the
+   * credential) and counted; callers answer every failure with the same
+   * UnauthorizedError.
+   */
+  async identify(headers: CredentialHeaders, log: Logger): Promise<Principal | AuthFailure> {
+    const result = await this.authenticate(headers);
+    if ('reason' in result) {
+      log.info('authentication failed', { authMethod: result.method, reason: result.reason });
+      this.metrics?.authFailures.inc({ method: result.method, reason: reasonLabel(result.reason) });
+    }
+    return result;
+  }
+
   /** Middleware: sets req.context.principal, or fails with 401 before anything else runs. */
   middleware(onFailure?: (req: Request, failure: AuthFailure) => void) {
     return (req: Request, _res: Response, next: NextFunction): void => {
-      this.authenticate(req).then(
+      this.identify(req.headers, req.context.log).then(
         (result) => {
           if ('reason' in result) {
-            req.context.log.info('authentication failed', { authMethod: result.method, reason: result.reason });
-            this.metrics?.authFailures.inc({ method: result.method, reason: reasonLabel(result.reason) });
             onFailure?.(req, result);
             next(new UnauthorizedError());
             return;

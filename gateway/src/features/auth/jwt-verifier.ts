@@ -1,10 +1,10 @@
 import { createPublicKey, createSecretKey, type KeyObject } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
-import type { Request } from 'express';
 import { passportJwtSecret } from 'jwks-rsa';
 import { Passport } from 'passport';
 import { ExtractJwt, Strategy as JwtStrategy, type StrategyOptionsWithoutRequest } from 'passport-jwt';
 import type { Config } from '../../config/config.js';
+import type { CredentialHeaders } from './credentials.js';
 import type { Principal } from './principal.js';
 
 interface Claims {
@@ -88,7 +88,9 @@ export class JwtVerifier {
     );
   }
 
-  verify(req: Request): Promise<JwtOutcome> {
+  /** Verify the bearer token of these headers (HTTP headers or gRPC metadata); passport reads only `headers`. */
+  verify(headers: CredentialHeaders): Promise<JwtOutcome> {
+    const req = { headers };
     return new Promise((resolve) => {
       const authenticate = this.passport.authenticate(
         'jwt',
@@ -99,7 +101,7 @@ export class JwtVerifier {
             resolve({ reason });
           } else resolve({ principal });
         },
-      ) as (req: Request, res: unknown, next: (error?: unknown) => void) => void;
+      ) as (req: { headers: CredentialHeaders }, res: unknown, next: (error?: unknown) => void) => void;
       authenticate(req, {}, (error) => resolve({ reason: String(error) }));
     });
   }

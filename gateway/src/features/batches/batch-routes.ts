@@ -26,8 +26,8 @@ const BatchSchema = z
 
 const BatchIdParams = z.strictObject({ id: z.uuid({ error: 'must be a batch id (UUID)' }) });
 
-type BatchView = Awaited<ReturnType<BatchService['get']>>;
-const present = (view: BatchView) => ({
+export type BatchView = Awaited<ReturnType<BatchService['get']>>;
+export const presentBatch = (view: BatchView) => ({
   id: view.batch.id,
   owner: view.batch.owner,
   status: view.batch.status,
@@ -55,7 +55,7 @@ export function batchRoutes(batches: BatchService): RouteSpec[] {
       handler: async ({ body, context }) => {
         const batch = await batches.create(body.items, body.concurrency ?? 2, context.principal!, context.correlationId);
         const view = await batches.get(batch.id, context.principal!);
-        return { status: 202, body: present(view), headers: { Location: `/api/processing/batches/${batch.id}` } };
+        return { status: 202, body: presentBatch(view), headers: { Location: `/api/processing/batches/${batch.id}` } };
       },
     }),
     defineRoute({
@@ -67,7 +67,7 @@ export function batchRoutes(batches: BatchService): RouteSpec[] {
       auth: NEEDS_INFERENCE,
       request: { params: BatchIdParams },
       responses: { 200: { description: 'The batch.', schema: BatchSchema }, 404: { description: 'No such batch of yours.' } },
-      handler: async ({ params, context }) => ({ status: 200, body: present(await batches.get(params.id, context.principal!)) }),
+      handler: async ({ params, context }) => ({ status: 200, body: presentBatch(await batches.get(params.id, context.principal!)) }),
     }),
     defineRoute({
       method: 'delete',
@@ -80,7 +80,7 @@ export function batchRoutes(batches: BatchService): RouteSpec[] {
       responses: { 202: { description: 'Cancellation requested.', schema: BatchSchema } },
       handler: async ({ params, context }) => ({
         status: 202,
-        body: present(await batches.cancel(params.id, context.principal!, context.correlationId)),
+        body: presentBatch(await batches.cancel(params.id, context.principal!, context.correlationId)),
       }),
     }),
   ];

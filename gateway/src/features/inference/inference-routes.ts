@@ -13,10 +13,11 @@ import {
   presentSession,
 } from '../sessions/session-schemas.js';
 import type { SessionService } from '../sessions/session-service.js';
-import { SessionFailedError, streamSession } from '../sessions/session-streaming.js';
+import { streamSession, succeeded } from '../sessions/session-streaming.js';
 import { InferenceRequestSchema } from './inference-schemas.js';
 import type { InferenceService } from './inference-service.js';
 import type { AuditService } from '../audit/audit-service.js';
+import { cancelSession } from './cancel-session.js';
 import { NEEDS_CREDENTIAL, NEEDS_INFERENCE } from '../auth/scopes.js';
 
 const MEDIA_TYPES: Record<string, string> = { '.png': 'image/png', '.jpg': 'image/jpeg', '.jpeg': 'image/jpeg' };
@@ -126,9 +127,7 @@ export function inferenceRoutes(deps: {
         res.once('close', () => {
           if (!res.writableFinished) sessions.abandon(running.session.id);
         });
-        const finished = await running.done;
-        if (finished.status !== 'succeeded') throw new SessionFailedError(finished);
-        return { status: 200, body: presentSession(finished) };
+        return { status: 200, body: presentSession(await succeeded(running.done)) };
       },
     }),
     defineRoute({
@@ -225,18 +224,7 @@ export function inferenceRoutes(deps: {
       request: { params: SessionIdParams },
       responses: { 202: { description: 'Cancellation requested (or the session had already ended).', schema: SessionSchema } },
       handler: async ({ params, context, req }) => {
-        const session = await sessions.cancel(params.id, context.principal!, context.correlationId);
-        if (session.owner !== context.principal!.id) {
-          // An admin stopping someone else's job is a management action.
-          await deps.audit.record({
-            actor: context.principal!.id,
-            action: 'session.cancel',
-            target: session.id,
-            clientAddress: req.ip ?? null,
-            outcome: 'success',
-            details: { owner: session.owner },
-          });
-        }
+        const session = await cancelSession(deps, params.id, context.principal!, context.correlationId, req.ip ?? null);
         return { status: 202, body: presentSession(session) };
       },
     }),

@@ -16,9 +16,13 @@ const IPV4_MAPPED = '::ffff:';
  * holds a whole prefix and could otherwise rotate addresses to dodge the limit.
  */
 export function clientAddressKey(req: Request): string {
-  const ip = req.ip;
   // Express leaves req.ip undefined once the socket is gone.
-  if (ip === undefined) return 'unknown';
+  return addressKey(req.ip);
+}
+
+/** The rate-limit key of a client address, however the front found it (req.ip, a gRPC peer). */
+export function addressKey(ip: string | undefined): string {
+  if (ip === undefined || ip === '') return 'unknown';
   if (!ip.includes(':')) return ip;
   if (ip.startsWith(IPV4_MAPPED) && ip.includes('.')) return ip.slice(IPV4_MAPPED.length);
   return ipKeyGenerator(ip, 56);

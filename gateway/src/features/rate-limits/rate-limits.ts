@@ -32,13 +32,20 @@ export interface RateLimits {
   perPrincipal: RequestHandler;
   /** Same, stricter, for inference routes (config.rateLimitInferencePerPrincipal); a separate counter. */
   inference: RequestHandler;
+  /**
+   * The same limits for a caller that is not an Express request (the gRPC
+   * front): counts one request against `limiter`'s counter for `key` — the
+   * very counter its middleware uses, so a client's REST and gRPC calls add
+   * up — and throws TooManyRequestsError when over the limit.
+   */
+  consume(limiter: LimiterName, key: string): Promise<void>;
   /** For /health/detailed: redis unreachable → { store: 'memory', healthy: false, detail: 'redis unreachable: …' }. */
   status(): RateLimitStatus;
   /** Quit the Redis client and stop the local counters' timers. */
   close(): Promise<void>;
 }
 
-type LimiterName = 'client' | 'principal' | 'inference';
+export type LimiterName = 'client' | 'principal' | 'inference';
 
 /** What the limit counts, for the 429 detail. */
 const COUNTED: Record<LimiterName, string> = {
@@ -67,6 +74,7 @@ export async function createRateLimits(config: Config, logger: Logger): Promise<
   const windowMs = config.rateLimitWindowSeconds * 1000;
   const redis = config.redisUrl ? new RedisConnection(config.redisUrl, log) : null;
   const stores: (FailoverStore | MemoryStore)[] = [];
+  const byName = new Map<LimiterName, { store: Store; limit: number }>();
 
   const storeFor = (name: LimiterName): Store => {
     let store: FailoverStore | MemoryStore;
@@ -81,8 +89,10 @@ export async function createRateLimits(config: Config, logger: Logger): Promise<
     return store;
   };
 
-  const limiter = (name: LimiterName, limit: number, keyGenerator: (req: Request) => string): RequestHandler =>
-    rateLimit({
+  const limiter = (name: LimiterName, limit: number, keyGenerator: (req: Request) => string): RequestHandler => {
+    const store = storeFor(name);
+    byName.set(name, { store, limit });
+    return rateLimit({
       windowMs,
       limit,
       standardHeaders: 'draft-8',
@@ -91,7 +101,7 @@ export async function createRateLimits(config: Config, logger: Logger): Promise<
       // default recomputes "600-in-1min" on every request.
       identifier: name,
       keyGenerator,
-      store: storeFor(name),
+      store,
       handler: refuse(name, COUNTED[name], limit, config.rateLimitWindowSeconds),
       // FailoverStore never throws; should a store fail anyway, let the request through.
       passOnStoreError: true,
@@ -106,6 +116,7 @@ export async function createRateLimits(config: Config, logger: Logger): Promise<
       // X-Forwarded-For is client traffic that must not write to the log.
       validate: { keyGeneratorIpFallback: false },
     });
+  };
 
   const limits = {
     perClient: limiter('client', config.rateLimitPerIp, clientAddressKey),
@@ -115,8 +126,22 @@ export async function createRateLimits(config: Config, logger: Logger): Promise<
   // After the limiters exist: each store must have its window before Redis scripts load.
   await redis?.start();
 
+  const consume = async (name: LimiterName, key: string): Promise<void> => {
+    const { store, limit } = byName.get(name)!;
+    let hits: { totalHits: number; resetTime?: Date | undefined };
+    try {
+      hits = await store.increment(key);
+    } catch {
+      return; // as passOnStoreError: a failing store lets the request through
+    }
+    if (hits.totalHits <= limit) return;
+    const seconds = retryAfterSeconds(hits.resetTime, config.rateLimitWindowSeconds);
+    throw new TooManyRequestsError(overLimitDetail(limit, COUNTED[name], config.rateLimitWindowSeconds, seconds), seconds, name);
+  };
+
   return {
     ...limits,
+    consume,
     status: () => redis?.status() ?? MEMORY_HEALTHY,
     close: async () => {
       await redis?.close();
@@ -131,17 +156,16 @@ export async function createRateLimits(config: Config, logger: Logger): Promise<
  */
 function refuse(name: string, counted: string, limit: number, windowSeconds: number) {
   return (req: Request, _res: Response, next: NextFunction, used: Options): void => {
-    const resetTime = (req as AugmentedRequest)[used.requestPropertyName]?.resetTime;
-    const retryAfterSeconds = Math.max(1, Math.ceil(resetTime ? (resetTime.getTime() - Date.now()) / 1000 : windowSeconds));
-    next(
-      new TooManyRequestsError(
-        `Rate limit of ${limit} ${counted} per ${windowSeconds} s reached; retry in ${retryAfterSeconds} s.`,
-        retryAfterSeconds,
-        name,
-      ),
-    );
+    const seconds = retryAfterSeconds((req as AugmentedRequest)[used.requestPropertyName]?.resetTime, windowSeconds);
+    next(new TooManyRequestsError(overLimitDetail(limit, counted, windowSeconds, seconds), seconds, name));
   };
 }
+
+const retryAfterSeconds = (resetTime: Date | undefined, windowSeconds: number): number =>
+  Math.max(1, Math.ceil(resetTime ? (resetTime.getTime() - Date.now()) / 1000 : windowSeconds));
+
+const overLimitDetail = (limit: number, counted: string, windowSeconds: number, retryAfter: number): string =>
+  `Rate limit of ${limit} ${counted} per ${windowSeconds} s reached; retry in ${retryAfter} s.`;
 
 /** express-rate-limit's logger (error first, message second) onto ours; it logs only misconfigurations. */
 function libraryLogger(log: Logger) {

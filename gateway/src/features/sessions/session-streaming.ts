@@ -30,20 +30,48 @@ export async function streamSession(
   session: Session,
   options: StreamSessionOptions,
 ): Promise<void> {
-  const { after, cancelOnDisconnect } = options;
   const sse = new SseStream(req, res, options);
   if (options.release) sse.onClose(options.release);
+  await relaySessionEvents(sessions, session, {
+    send: (event) => sse.send({ ...(event.sequence !== undefined ? { id: event.sequence } : {}), event: event.type, data: event.data }),
+    end: () => sse.end(),
+    onClose: (fn) => sse.onClose(fn),
+  }, options);
+}
+
+/** Where a follower's events go: an SSE response, or a gRPC server stream. */
+export interface SessionEventSink {
+  send(event: Pick<SessionEvent, 'type' | 'data'> & { sequence?: number }): void;
+  /** After the terminal event. */
+  end(): void;
+  /** Runs once the sink closes, by either side (end() included). */
+  onClose(fn: () => void): void;
+}
+
+/**
+ * A session's events after `after`, then live ones, into `sink`, always
+ * ending with exactly one terminal event; with `cancelOnDisconnect` a
+ * follower that leaves first cancels the job. Both fronts follow sessions
+ * through this.
+ */
+export async function relaySessionEvents(
+  sessions: SessionService,
+  session: Session,
+  sink: SessionEventSink,
+  options: { after: number; cancelOnDisconnect: boolean },
+): Promise<void> {
+  const { after, cancelOnDisconnect } = options;
   let ended = false;
   const send = (event: Pick<SessionEvent, 'type' | 'data'> & { sequence?: number }) => {
     if (ended) return;
-    sse.send({ ...(event.sequence !== undefined ? { id: event.sequence } : {}), event: event.type, data: event.data });
+    sink.send(event);
     if (TERMINAL_EVENTS.has(event.type)) {
       ended = true;
-      sse.end();
+      sink.end();
     }
   };
   const { unsubscribe, live } = await sessions.follow(session.id, after, send);
-  sse.onClose(() => {
+  sink.onClose(() => {
     unsubscribe();
     if (!ended && cancelOnDisconnect) sessions.abandon(session.id);
   });
@@ -90,4 +118,11 @@ export class SessionFailedError extends GatewayError {
   override isRefusal(): boolean {
     return this.capacity || super.isRefusal();
   }
+}
+
+/** The session once its job ended, or the error its end maps to when it did not succeed (execute, postprocessing; both fronts). */
+export async function succeeded(done: Promise<Session>): Promise<Session> {
+  const finished = await done;
+  if (finished.status !== 'succeeded') throw new SessionFailedError(finished);
+  return finished;
 }

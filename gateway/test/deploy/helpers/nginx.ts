@@ -84,7 +84,7 @@ export interface PreparedEdge {
 }
 
 /** Render the configuration for a run on loopback: compose's values, with this machine's ports, paths and upstreams. */
-export async function prepareEdge(upstreams: { gateway: string; worker: string }, overrides: Record<string, string> = {}): Promise<PreparedEdge> {
+export async function prepareEdge(upstreams: { gateway: string; gatewayGrpc: string }, overrides: Record<string, string> = {}): Promise<PreparedEdge> {
   const root = mkdtempSync(join(tmpdir(), 'device-ops-nginx-'));
   // nginx's workers run as an unprivileged user when started as root: they must reach the temp folders.
   chmodSync(root, 0o755);
@@ -102,7 +102,7 @@ export async function prepareEdge(upstreams: { gateway: string; worker: string }
     NGINX_TLS_CERTIFICATE: certificate.certificate,
     NGINX_TLS_CERTIFICATE_KEY: certificate.key,
     NGINX_GATEWAY_UPSTREAM: upstreams.gateway,
-    NGINX_WORKER_UPSTREAM: upstreams.worker,
+    NGINX_GATEWAY_GRPC_UPSTREAM: upstreams.gatewayGrpc,
     // Upstreams are IP addresses here: the resolver is configured but never asked.
     NGINX_RESOLVER: '127.0.0.1',
     NGINX_PID_FILE: join(root, 'nginx.pid'),
