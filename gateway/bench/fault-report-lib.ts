@@ -151,6 +151,8 @@ export async function startGateway(name: string, modelDirectory: string, setting
     ...(process.env.WORKER_PYTHON ? { WORKER_PYTHON: process.env.WORKER_PYTHON } : {}),
     HF_HUB_OFFLINE: '1',
     PORT: String(port),
+    // Several gateways side by side: each its own free gRPC port.
+    GRPC_PORT: '0',
     JWT_SECRET: SECRET,
     MODEL_DIRECTORY: modelDirectory,
     OUTPUT_DIRECTORY: join(scratch, 'outputs'),

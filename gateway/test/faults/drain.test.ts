@@ -47,8 +47,16 @@ describe.skipIf(!postgresServer())('SIGTERM under load', () => {
       const background = await Promise.all(Array.from({ length: 3 }, () => post(url, '/api/inference/sessions', shortJob)));
       const streams = Array.from({ length: 2 }, () => openExecuteStream(url, shortJob));
       expect(background.map((r) => r.status)).toEqual([202, 202, 202]);
-      // Every job accepted and recorded before the signal.
-      await waitFor(async () => ((await sessionRows(database.url)).length === 10 ? true : undefined), { timeoutMs: 30_000, what: 'ten accepted jobs' });
+      // Every job accepted, recorded and started before the signal: a background
+      // session still queued at SIGTERM is left queued for another instance
+      // (the dispatcher stops claiming), which is not what this test measures.
+      await waitFor(
+        async () => {
+          const rows = await sessionRows(database.url);
+          return rows.length === 10 && rows.every((r) => r.status !== 'queued') ? true : undefined;
+        },
+        { timeoutMs: 30_000, what: 'ten accepted jobs, all started' },
+      );
 
       gateway.child.kill('SIGTERM');
       await waitFor(async () => (gateway.lines.some((l) => l.message === 'gateway draining') ? true : undefined), { what: 'draining' });

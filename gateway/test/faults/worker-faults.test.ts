@@ -65,7 +65,8 @@ describe('worker faults', () => {
     expect(back.pid).not.toBe(before.pid);
     const retried = await post(url, '/api/inference/execute', quickJob);
     expect(retried.status).toBe(200);
-  });
+  // Starting the gateway and its worker, then ten streams, can take a minute on a loaded CI machine (its own wait allows 60 s).
+  }, 180_000);
 
   it('a job queued on a worker that dies is sent once to another serving worker; a started one is not', async () => {
     real = await startFaultGateway({ WORKER_COUNT: '2', WORKER_RESTART_BACKOFF_MS: '2000' });
