@@ -274,3 +274,31 @@ def test_removing_a_job_directory_deletes_its_outputs_only(tmp_path: Path) -> No
     assert (outside / "keep.txt").exists()
     with pytest.raises(InvalidArgumentError, match=r"^job_id: "):
         remove_job_directory(root, "..")
+
+
+def test_a_job_has_outputs_when_anything_is_in_its_folder_or_in_its_place(tmp_path: Path) -> None:
+    from device_ops_worker.outputs import has_job_outputs
+
+    root, outside = tmp_path / "out", tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    write_png(root, "written", "image-0.png", sample(), {})
+    (root / "empty").mkdir()
+    (root / "partial").mkdir()
+    (root / "partial" / ".partial-abc.tmp").write_bytes(b"half")
+    (root / "a-file").write_bytes(b"not a folder")
+    (root / "a-link").symlink_to(outside)
+    (root / "dangling").symlink_to(tmp_path / "gone")
+    names = ("written", "empty", "partial", "a-file", "a-link", "dangling", "none")
+    held = {name: has_job_outputs(root, name) for name in names}
+    assert held == {
+        "written": True,
+        "empty": False,
+        "partial": True,
+        "a-file": True,
+        "a-link": True,
+        "dangling": True,
+        "none": False,
+    }
+    with pytest.raises(InvalidArgumentError, match=r"^job_id: "):
+        has_job_outputs(root, "../out")

@@ -13,7 +13,7 @@ import grpc
 import pytest
 import pytest_asyncio
 
-from device_ops.v1 import inference_pb2
+from device_ops.v1 import devices_pb2, inference_pb2
 
 from .engine_support import (
     EngineWorker,
@@ -173,19 +173,51 @@ async def test_cancel_job_stops_a_kept_running_job_with_no_stream_open(worker: E
 # ---------------------------------------------------------------- never run twice
 
 
-async def test_a_running_job_id_is_refused_and_the_job_is_untouched(worker: EngineWorker) -> None:
+def in_use(job_id: str, state: str) -> str:
+    return f"job_id: job id '{job_id}' is already in use on this worker ({state}); use a new id"
+
+
+async def cpu_load(worker: EngineWorker) -> tuple[int, int]:
+    """(running, queued) jobs of the CPU device, as ListDevices reports them."""
+    response = await worker.stub.ListDevices(devices_pb2.ListDevicesRequest(), timeout=30)
+    [cpu] = [device for device in response.devices if device.id == worker.cpu]
+    return cpu.running_jobs, cpu.queued_jobs
+
+
+async def test_a_running_or_queued_job_id_is_refused_and_the_jobs_are_untouched(worker: EngineWorker) -> None:
     refused = worker.running.metrics.refused_calls.labels("ALREADY_EXISTS")._value.get()
     call = worker.stub.Infer(t2i("dup-running", **LONG), timeout=120)
     seen = await read_until(call, "started")
+    # One device: this one waits behind the running job.
+    queued = worker.stub.Infer(embed("dup-queued", ["hello"]), timeout=120)
+    queued_seen = await read_until(queued, "queued")
+    load = await cpu_load(worker)
     await expect_status(
-        lambda: worker.stub.Infer(t2i("dup-running", steps=2), timeout=30), grpc.StatusCode.ALREADY_EXISTS, "dup-running"
+        lambda: worker.stub.Infer(t2i("dup-running", steps=2), timeout=30),
+        grpc.StatusCode.ALREADY_EXISTS,
+        in_use("dup-running", "running"),
     )
+    await expect_status(
+        lambda: worker.stub.Infer(embed("dup-queued", ["other"]), timeout=30),
+        grpc.StatusCode.ALREADY_EXISTS,
+        in_use("dup-queued", "running"),
+    )
+    # No queue slot taken, nothing cancelled.
+    assert await cpu_load(worker) == load
+    assert worker.running.inference.active_jobs == 2
     full = seen + await collect(call)
     assert kinds(full)[-1] == "result"
     assert sequences(full) == list(range(1, len(full) + 1))
     assert kinds(full).count("progress") == LONG["steps"]
-    assert [f.path for f in full[-1].result.files] == ["dup-running/image-0.png"]
-    assert worker.running.metrics.refused_calls.labels("ALREADY_EXISTS")._value.get() == refused + 1
+    [file] = full[-1].result.files
+    assert file.path == "dup-running/image-0.png"
+    assert sorted(p.name for p in (worker.outputs / "dup-running").iterdir()) == ["image-0.png"]
+    assert (worker.outputs / file.path).stat().st_size == file.size_bytes
+    assert await collect(attach(worker, "dup-running")) == full
+    queued_full = queued_seen + await collect(queued)
+    assert kinds(queued_full) == ["accepted", "queued", "started", "result"]
+    assert len(queued_full[-1].result.embeddings) == 1
+    assert worker.running.metrics.refused_calls.labels("ALREADY_EXISTS")._value.get() == refused + 2
 
 
 async def test_an_ended_job_id_is_refused_and_its_events_are_untouched(worker: EngineWorker) -> None:
@@ -194,22 +226,69 @@ async def test_an_ended_job_id_is_refused_and_its_events_are_untouched(worker: E
     # An embedding leaves no output folder: the kept job alone refuses the id.
     assert not (worker.outputs / "dup-ended").exists()
     await expect_status(
-        lambda: worker.stub.Infer(embed("dup-ended", ["other"]), timeout=30), grpc.StatusCode.ALREADY_EXISTS, "dup-ended"
+        lambda: worker.stub.Infer(embed("dup-ended", ["other"]), timeout=30),
+        grpc.StatusCode.ALREADY_EXISTS,
+        in_use("dup-ended", "ended"),
     )
     assert await collect(attach(worker, "dup-ended")) == full
+    response = await worker.stub.CancelJob(inference_pb2.CancelJobRequest(job_id="dup-ended"), timeout=10)
+    assert not response.cancelled
 
 
 async def test_a_job_id_with_outputs_is_refused_before_anything_runs(worker: EngineWorker) -> None:
     folder = worker.outputs / "dup-outputs"
     folder.mkdir()
     (folder / "image-0.png").write_bytes(b"an earlier run's output")
+    before = (folder / "image-0.png").stat()
+    load = await cpu_load(worker)
     await expect_status(
-        lambda: worker.stub.Infer(t2i("dup-outputs", steps=2), timeout=30), grpc.StatusCode.ALREADY_EXISTS, "outputs"
+        lambda: worker.stub.Infer(t2i("dup-outputs", steps=2), timeout=30),
+        grpc.StatusCode.ALREADY_EXISTS,
+        in_use("dup-outputs", "has outputs"),
     )
     assert [p.name for p in folder.iterdir()] == ["image-0.png"]
     assert (folder / "image-0.png").read_bytes() == b"an earlier run's output"
-    # Refused, never accepted: nothing to attach to.
+    assert (folder / "image-0.png").stat().st_mtime_ns == before.st_mtime_ns
+    assert await cpu_load(worker) == load
+    # Refused, never accepted: nothing to attach to, and the id stays free of a journal.
     await expect_status(lambda: attach(worker, "dup-outputs"), grpc.StatusCode.NOT_FOUND, "dup-outputs")
+    await expect_status(
+        lambda: worker.stub.Infer(embed("dup-outputs", ["hello"]), timeout=30),
+        grpc.StatusCode.ALREADY_EXISTS,
+        in_use("dup-outputs", "has outputs"),
+    )
+
+
+async def test_an_empty_output_folder_does_not_hold_its_id(worker: EngineWorker) -> None:
+    folder = worker.outputs / "empty-folder"
+    folder.mkdir()
+    full = await collect(worker.stub.Infer(t2i("empty-folder", steps=2), timeout=120))
+    assert kinds(full)[-1] == "result"
+    assert [p.name for p in folder.iterdir()] == ["image-0.png"]
+
+
+async def test_two_calls_with_one_id_at_once_start_one_job(worker: EngineWorker) -> None:
+    async def outcome(call) -> str:  # noqa: ANN001 - a grpc.aio stream call
+        try:
+            return kinds(await collect(call))[-1]
+        except grpc.aio.AioRpcError as error:
+            # Running, or already ended if the first was that quick: either way, held.
+            assert error.details() in (in_use("dup-race", "running"), in_use("dup-race", "ended")), error.details()
+            return error.code().name
+
+    calls = [worker.stub.Infer(t2i("dup-race", steps=2), timeout=120) for _ in range(2)]
+    assert sorted(await asyncio.gather(*(outcome(call) for call in calls))) == ["ALREADY_EXISTS", "result"]
+    assert sorted(p.name for p in (worker.outputs / "dup-race").iterdir()) == ["image-0.png"]
+
+
+async def test_a_new_id_still_runs_beside_refused_ones(worker: EngineWorker) -> None:
+    await expect_status(
+        lambda: worker.stub.Infer(embed("dup-ended", ["again"]), timeout=30), grpc.StatusCode.ALREADY_EXISTS, "(ended)"
+    )
+    full = await collect(worker.stub.Infer(t2i("fresh-id", steps=2), timeout=120))
+    assert kinds(full) == ["accepted", "queued", "started", "progress", "progress", "result"]
+    assert [f.path for f in full[-1].result.files] == ["fresh-id/image-0.png"]
+    assert await collect(attach(worker, "fresh-id")) == full
 
 
 async def test_attach_to_an_unknown_or_bad_id(worker: EngineWorker) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from device_ops_worker.engine.job_journal import JobJournals, Retention
 from device_ops_worker.engine.jobs import Accepted, Completed, InferenceResult, Progress, StampedEvent
-from device_ops_worker.errors import AlreadyExistsError
+from device_ops_worker.errors import JobIdInUseError, Status
 
 
 def _stamped(sequence: int, event: object) -> StampedEvent:
@@ -30,10 +30,25 @@ async def test_ended_journals_are_let_go_on_time_without_any_call() -> None:
 async def test_an_id_is_held_from_open_until_dropped() -> None:
     journals = JobJournals(Retention())
     journal = journals.open("job")
-    with pytest.raises(AlreadyExistsError, match="^job_id: a job named 'job'"):
+    message = r"^job_id: job id 'job' is already in use on this worker \(running\); use a new id$"
+    with pytest.raises(JobIdInUseError, match=message) as refused:
         journals.open("job")
+    assert refused.value.status is Status.ALREADY_EXISTS and refused.value.job_id == "job"
     journals.drop(journal)
     journals.open("job")
+
+
+async def test_an_ended_and_kept_id_stays_held_until_it_expires() -> None:
+    journals = JobJournals(Retention(seconds=0.1))
+    journal = journals.open("job")
+    journal.record(_stamped(1, Accepted("job")))
+    journal.record(_stamped(2, Completed(InferenceResult(device_id="cpu", run_ms=1, model="", dtype=""))))
+    with pytest.raises(JobIdInUseError, match=r"\(ended\); use a new id$"):
+        journals.open("job")
+    # Refusing left the kept job as it was.
+    assert journals.get("job") is journal and [s.sequence for s in journal.replay(0)] == [1, 2]
+    await asyncio.sleep(0.3)
+    assert journals.open("job") is not journal
 
 
 async def test_replay_merges_kept_and_last_progress_in_sequence_order() -> None:

@@ -55,6 +55,22 @@ class AlreadyExistsError(WorkerError):
     status = Status.ALREADY_EXISTS
 
 
+class JobIdInUseError(AlreadyExistsError):
+    """Infer with a job id this worker still holds: a job queued or running
+    under it, one that ended and is still kept for AttachJob, or outputs in
+    its folder. Refused before anything runs, so a job never runs twice and
+    another job's outputs are never overwritten."""
+
+    RUNNING = "running"
+    ENDED = "ended"
+    HAS_OUTPUTS = "has outputs"
+
+    def __init__(self, job_id: str, state: str) -> None:
+        super().__init__(f"job_id: job id '{job_id}' is already in use on this worker ({state}); use a new id")
+        self.job_id = job_id
+        self.state = state
+
+
 class FailedPreconditionError(WorkerError):
     status = Status.FAILED_PRECONDITION
 

@@ -63,10 +63,21 @@ def job_directory(output_root: Path, job_id: str) -> Path:
     return directory
 
 
-def has_job_directory(output_root: Path, job_id: str) -> bool:
-    """Whether a job of this id left outputs: its folder (or anything in its place) exists."""
+def has_job_outputs(output_root: Path, job_id: str) -> bool:
+    """Whether a job of this id left outputs: its folder holds anything (a
+    partial write included), or something other than a folder (a file, a
+    symlink) stands in its place. An empty folder holds nothing to overwrite."""
     check_job_id(job_id)
-    return os.path.lexists(Path(os.path.realpath(output_root)) / job_id)
+    path = Path(os.path.realpath(output_root)) / job_id
+    if not os.path.lexists(path):
+        return False
+    if path.is_symlink() or not path.is_dir():
+        return True
+    try:
+        with os.scandir(path) as entries:
+            return next(entries, None) is not None
+    except FileNotFoundError:  # removed since the look above
+        return False
 
 
 def remove_job_directory(output_root: Path, job_id: str) -> None:

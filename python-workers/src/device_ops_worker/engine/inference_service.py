@@ -21,9 +21,9 @@ import torch
 from .. import outputs
 from ..errors import (
     INTERNAL_MESSAGE,
-    AlreadyExistsError,
     FailedPreconditionError,
     InvalidArgumentError,
+    JobIdInUseError,
     NotFoundError,
     Status,
     WorkerError,
@@ -155,16 +155,14 @@ class InferenceService:
     async def _admit(self, request: InferenceRequest) -> tuple[Job, JobJournal]:
         """Check, plan and queue a job; it is accepted once this returns."""
         try:
-            outputs.check_job_id(request.job_id)
-            # Reserved before the first await, so two calls with one id cannot both pass.
-            journal = self._journals.open(request.job_id)
+            journal = self._reserve(request.job_id)
             try:
                 job, plan, item, position = await self._queue(request, journal)
             except BaseException:
                 self._journals.drop(journal)
                 raise
         except WorkerError as error:
-            # Refused before acceptance: bad input, unknown model, full queue, a known id.
+            # Refused before acceptance: a held id, bad input, unknown model, full queue.
             self._observer.refused(error.status.value)
             raise
         job.emit(Accepted(job.id))
@@ -174,10 +172,22 @@ class InferenceService:
         finisher.add_done_callback(self._finishers.discard)
         return job, journal
 
+    def _reserve(self, job_id: str) -> JobJournal:
+        """Hold a new job's id, or refuse it (ALREADY_EXISTS) while another
+        job holds it: queued, running or ended and still kept, or its outputs
+        on disk. Synchronous, before the first await of admission, so two
+        calls with one id cannot both pass; a refusal leaves the other job,
+        its events, its outputs and the queues as they were."""
+        outputs.check_job_id(job_id)
+        journal = self._journals.open(job_id)
+        if outputs.has_job_outputs(self._output_root, job_id):
+            # A job that ended longer ago than jobs are kept, one run before a
+            # restart, or one of a worker sharing OUTPUT_DIRECTORY.
+            self._journals.drop(journal)
+            raise JobIdInUseError(job_id, JobIdInUseError.HAS_OUTPUTS)
+        return journal
+
     async def _queue(self, request: InferenceRequest, journal: JobJournal) -> tuple[Job, Plan, WorkItem, int]:
-        if outputs.has_job_directory(self._output_root, request.job_id):
-            # A worker restarted since (or a worker sharing OUTPUT_DIRECTORY) ran it.
-            raise AlreadyExistsError(f"job_id: outputs of a job named '{request.job_id}' already exist")
         task = check_input_matches_task(request)
         job = Job(request.job_id, task, request.model, asyncio.get_running_loop(), journal.record)
         plan = await self._plan(request, task, job)

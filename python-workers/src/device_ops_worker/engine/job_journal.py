@@ -17,7 +17,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-from ..errors import AlreadyExistsError
+from ..errors import JobIdInUseError
 from .jobs import TERMINAL, Progress, StampedEvent
 
 # Timers may fire up to the clock's resolution early; a little slack makes the
@@ -110,9 +110,12 @@ class JobJournals:
         self._ended: collections.OrderedDict[str, JobJournal] = collections.OrderedDict()
 
     def open(self, job_id: str) -> JobJournal:
-        """A new job's journal; ALREADY_EXISTS while the id is held."""
-        if self.get(job_id) is not None:
-            raise AlreadyExistsError(f"job_id: a job named '{job_id}' already ran or runs on this worker")
+        """A new job's journal, holding its id; ALREADY_EXISTS while the id
+        is held (queued or running, or ended and still kept). No await
+        between the check and the hold: two calls with one id cannot both pass."""
+        held = self.get(job_id)
+        if held is not None:
+            raise JobIdInUseError(job_id, JobIdInUseError.ENDED if held.ended else JobIdInUseError.RUNNING)
         journal = JobJournal(job_id, self._retention.progress_events, self._ended_job)
         self._live[job_id] = journal
         return journal

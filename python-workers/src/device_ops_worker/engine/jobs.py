@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import AlreadyExistsError, Status
+from ..errors import JobIdInUseError, Status
 from ..model_entry import Task
 from ..outputs import OutputFile
 
@@ -197,7 +197,7 @@ class JobRegistry:
 
     def add(self, job: Job) -> None:
         if job.id in self._jobs:
-            raise AlreadyExistsError(f"job_id: a job named '{job.id}' already runs on this worker")
+            raise JobIdInUseError(job.id, JobIdInUseError.RUNNING)
         self._jobs[job.id] = job
 
     def remove(self, job: Job) -> None:
