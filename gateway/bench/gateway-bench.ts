@@ -273,6 +273,30 @@ async function heldStreams(source: EventSourceWorker, gateway: Gateway, count: n
   return { streams: count, opened: started, idleRssBytes: idle, openRssBytes: open, afterRssBytes: after, afterVsIdle: after / idle - 1 };
 }
 
+/** Run `call` one at a time `count` times, pushing each latency (ms) into `into`. */
+async function timed(call: () => Promise<void>, count: number, into: number[]): Promise<void> {
+  for (let i = 0; i < count; i += 1) {
+    const started = performance.now();
+    await call();
+    into.push(performance.now() - started);
+  }
+}
+
+/** Calls completed in `seconds` with `inFlight` of them in flight at once. */
+async function concurrently(call: () => Promise<void>, inFlight: number, seconds: number): Promise<number> {
+  let done = 0;
+  const end = performance.now() + seconds * 1000;
+  await Promise.all(
+    Array.from({ length: inFlight }, async () => {
+      while (performance.now() < end) {
+        await call();
+        done += 1;
+      }
+    }),
+  );
+  return done;
+}
+
 /** The same rpc directly (grpc-js) and through the gateway's REST route: latency at 1 connection, throughput at 50. */
 async function againstDirect(gateway: Gateway, address: string) {
   const protos = loadProtos();
@@ -290,26 +314,6 @@ async function againstDirect(gateway: Gateway, address: string) {
       });
       request.on('error', reject);
     });
-  const timed = async (call: () => Promise<void>, count: number, into: number[]) => {
-    for (let i = 0; i < count; i += 1) {
-      const started = performance.now();
-      await call();
-      into.push(performance.now() - started);
-    }
-  };
-  const throughput = async (call: () => Promise<void>, connections: number, seconds: number) => {
-    let done = 0;
-    const end = performance.now() + seconds * 1000;
-    await Promise.all(
-      Array.from({ length: connections }, async () => {
-        while (performance.now() < end) {
-          await call();
-          done += 1;
-        }
-      }),
-    );
-    return done / seconds;
-  };
   await timed(direct, 1000, []);
   await timed(viaGateway, 1000, []);
   const directMs: number[] = [];
@@ -324,8 +328,8 @@ async function againstDirect(gateway: Gateway, address: string) {
   const directRps: number[] = [];
   const gatewayRps: number[] = [];
   for (let round = 0; round < 2; round += 1) {
-    directRps.push(await throughput(direct, 50, 4));
-    gatewayRps.push(await throughput(viaGateway, 50, 4));
+    directRps.push((await concurrently(direct, 50, 4)) / 4);
+    gatewayRps.push((await concurrently(viaGateway, 50, 4)) / 4);
   }
   client.close();
   agent.destroy();
@@ -367,26 +371,6 @@ async function grpcFront(source: EventSourceWorker, gateway: Gateway, address: s
     new Promise<void>((resolve, reject) => {
       front.listDevices({}, metadata, { deadline: Date.now() + 10_000 }, (error: grpc.ServiceError | null) => (error ? reject(error) : resolve()));
     });
-  const timed = async (call: () => Promise<void>, count: number, into: number[]) => {
-    for (let i = 0; i < count; i += 1) {
-      const started = performance.now();
-      await call();
-      into.push(performance.now() - started);
-    }
-  };
-  const concurrently = async (call: () => Promise<void>, inFlight: number, seconds: number) => {
-    let done = 0;
-    const end = performance.now() + seconds * 1000;
-    await Promise.all(
-      Array.from({ length: inFlight }, async () => {
-        while (performance.now() < end) {
-          await call();
-          done += 1;
-        }
-      }),
-    );
-    return done;
-  };
   await timed(direct, 1000, []);
   await timed(viaGateway, 1000, []);
   const directMs: number[] = [];
