@@ -27,6 +27,9 @@ import { memoryRoutes } from './features/memory/memory-routes.js';
 import { memoryRpcs } from './features/memory/memory-rpcs.js';
 import { MemoryService } from './features/memory/memory-service.js';
 import { modelRoutes } from './features/models/model-routes.js';
+import { openAiErrorBody, OPENAI_PREFIX } from './features/openai/openai-errors.js';
+import { openAiRoutes } from './features/openai/openai-routes.js';
+import { OpenAiService } from './features/openai/openai-service.js';
 import { ModelService } from './features/models/model-service.js';
 import { postprocessingRoutes } from './features/postprocessing/postprocessing-routes.js';
 import { postprocessingRpcs } from './features/postprocessing/postprocessing-rpcs.js';
@@ -122,7 +125,8 @@ function allowList(entries: readonly string[] | undefined): BlockList {
 function refuseWhileDraining(readiness: Readiness): RequestHandler {
   return (req, _res, next) => {
     // DELETE stays allowed: cancelling a job that runs here is how a client stops it.
-    if (!readiness.isDraining || ['GET', 'HEAD', 'DELETE'].includes(req.method) || !req.path.startsWith('/api/')) {
+    const work = req.path.startsWith('/api/') || req.path.startsWith(`${OPENAI_PREFIX}/`);
+    if (!readiness.isDraining || ['GET', 'HEAD', 'DELETE'].includes(req.method) || !work) {
       next();
       return;
     }
@@ -184,6 +188,7 @@ export function createApp(config: Config, deps: AppDeps): GatewayApp {
   const models = new ModelService(scheduler);
   const memory = new MemoryService(scheduler);
   const postprocessing = new PostprocessingService(sessions);
+  const openai = new OpenAiService({ inference, sessions, models, outputDirectory: config.outputDirectory });
   const registry = createRegistry();
 
   const internal = allowList(config.internalAllowList);
@@ -232,6 +237,7 @@ export function createApp(config: Config, deps: AppDeps): GatewayApp {
       ...postprocessingRoutes(postprocessing),
       ...batchRoutes(batches),
       ...adminRoutes(apiKeys, audit),
+      ...openAiRoutes(openai),
   ];
   const router = mountRoutes(routes, { registry, guards });
   // The same operations over gRPC: each rpc takes auth, scope, limits, schemas and audit from its route.
@@ -290,7 +296,7 @@ export function createApp(config: Config, deps: AppDeps): GatewayApp {
       origin: (origin, callback) => callback(null, origin !== undefined && origins.has(origin)),
       credentials: true,
       allowedHeaders: ['Authorization', 'Content-Type', 'X-API-Key', 'X-Request-Id', 'Last-Event-ID'],
-      exposedHeaders: ['X-Request-Id', 'Location', 'Retry-After', 'RateLimit', 'RateLimit-Policy'],
+      exposedHeaders: ['X-Request-Id', 'Location', 'Retry-After', 'RateLimit', 'RateLimit-Policy', 'X-Session-Id', 'X-Seed'],
       maxAge: 600,
     }),
   );
@@ -299,7 +305,7 @@ export function createApp(config: Config, deps: AppDeps): GatewayApp {
   const openapi = generateDocument(registry, deps.version);
   app.use(docsRouter(openapi));
   app.use(notFoundHandler());
-  app.use(problemMiddleware(metrics));
+  app.use(problemMiddleware(metrics, [openAiErrorBody]));
   return {
     app,
     grpc,

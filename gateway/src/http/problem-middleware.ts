@@ -45,8 +45,22 @@ function count(problem: GatewayError, req: Request, metrics: GatewayMetrics): vo
   }
 }
 
-/** The one place that writes errors: RFC 9457 problem+json, no stack traces. */
-export function problemMiddleware(metrics?: GatewayMetrics) {
+/**
+ * How errors are written on the routes of one front that has its own error
+ * shape (the OpenAI-compatible routes): status and headers are set already;
+ * `write` sends the body. Everything else (status table, logging, metrics) is
+ * the same for every front.
+ */
+export interface ErrorBodyWriter {
+  matches(req: Request): boolean;
+  write(problem: GatewayError, req: Request, res: Response): void;
+}
+
+/**
+ * The one place that writes errors: RFC 9457 problem+json, no stack traces
+ * (or a front's own shape, from `writers`, for the routes it matches).
+ */
+export function problemMiddleware(metrics?: GatewayMetrics, writers: readonly ErrorBodyWriter[] = []) {
   return (error: unknown, req: Request, res: Response, next: NextFunction): void => {
     const problem = toGatewayError(error);
     if (metrics) count(problem, req, metrics);
@@ -66,6 +80,11 @@ export function problemMiddleware(metrics?: GatewayMetrics) {
     }
     res.status(problem.status);
     for (const [name, value] of Object.entries(problem.headers)) res.setHeader(name, value);
+    const writer = writers.find((candidate) => candidate.matches(req));
+    if (writer) {
+      writer.write(problem, req, res);
+      return;
+    }
     res.type(PROBLEM_CONTENT_TYPE).send(
       JSON.stringify({
         type: `/problems/${problem.type}`,

@@ -54,6 +54,8 @@ export interface RouteSpec<P extends Shape = Shape, Q extends Shape = Shape, B e
   auth: RouteAuth;
   request?: { params?: P; query?: Q; body?: B };
   responses: Record<number, ResponseSpec>;
+  /** How this route's errors are documented, when its front writes them in its own shape (default: problem+json). */
+  errorBody?: { schema: z.ZodType; contentType: string };
   /** Which per-principal limit counts this route: inference routes have their own, stricter one. */
   rateLimit?: 'default' | 'inference';
   /** Management actions: recorded in the audit log with their outcome. */
@@ -190,8 +192,8 @@ function toOpenApi(spec: RouteSpec): RouteConfig {
   if (spec.request) all[400] ??= { description: 'The request failed validation; `errors` names each field.' };
   for (const [status, response] of Object.entries(all)) {
     const isProblem = Number(status) >= 400;
-    const schema = response.schema ?? (isProblem ? ProblemSchema : undefined);
-    const contentType = response.contentType ?? (isProblem ? PROBLEM_CONTENT_TYPE : 'application/json');
+    const schema = response.schema ?? (isProblem ? (spec.errorBody?.schema ?? ProblemSchema) : undefined);
+    const contentType = response.contentType ?? (isProblem ? (spec.errorBody?.contentType ?? PROBLEM_CONTENT_TYPE) : 'application/json');
     responses[status] = {
       description: response.description,
       ...(schema ? { content: { [contentType]: { schema } } } : {}),

@@ -272,6 +272,25 @@ describe.skipIf(!nginx)('NGINX in front of the gateway', () => {
     expect((await get('/api/inference/capabilities', { headers: alice, localAddress: burstClient })).status).toBe(200);
   });
 
+  it('serves the OpenAI-compatible embeddings through the edge, under the inference zone', async () => {
+    const embedded = await post('/v1/embeddings', { model: 'minilm', input: ['through the edge'], encoding_format: 'float' }, alice, '127.0.0.7');
+    expect(embedded.status).toBe(200);
+    const body = JSON.parse(embedded.body) as { data: { embedding: number[] }[]; usage: { prompt_tokens: number } };
+    expect(body.data[0]!.embedding).toHaveLength(384);
+    expect(body.usage.prompt_tokens).toBeGreaterThan(2);
+    expect(embedded.headers['x-session-id']).toMatch(/^[0-9a-f-]{36}$/);
+    // A burst from one address meets the inference zone's 5 r/s + 10, as /api/inference does.
+    const started = Date.now();
+    const answers = await Promise.all(Array.from({ length: 40 }, () => post('/v1/embeddings', { model: 'minilm' }, alice, '127.0.0.8')));
+    const seconds = (Date.now() - started) / 1000;
+    const passed = answers.filter((r) => r.status !== 429).length;
+    expect(passed).toBeGreaterThanOrEqual(11);
+    expect(passed).toBeLessThanOrEqual(11 + Math.ceil(5 * seconds) + 1);
+    // Past the edge, the gateway's own answer is in OpenAI's shape.
+    const refused = answers.find((r) => r.status === 400)!;
+    expect(JSON.parse(refused.body)).toMatchObject({ error: { type: 'invalid_request_error', param: 'input' } });
+  });
+
   // ----------------------------------------------------------------- internal listeners
 
   it("passes gRPC to the gateway's API for internal callers — never to a worker — and refuses others", async () => {

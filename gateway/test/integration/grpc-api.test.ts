@@ -153,6 +153,15 @@ describe('the public gRPC API', () => {
     const result = fromStruct(executed.result) as { embeddings: number[][] };
     expect(result.embeddings).toHaveLength(1);
     expect(Math.hypot(...result.embeddings[0]!)).toBeCloseTo(1, 3);
+    // Pre-tokenized input ([CLS] hello [SEP] in MiniLM's vocabulary) as repeated TokenIds: the text's vector.
+    const byIds = await ok('execute', { model: 'minilm', textEmbedding: { tokenIds: [{ ids: [101, 7592, 102] }], normalize: true } });
+    const fromIds = fromStruct(byIds.result) as { embeddings: number[][]; promptTokens: number };
+    expect(fromIds.promptTokens).toBe(3);
+    const byText = (await restJson('/api/inference/execute', { body: { task: 'text-embedding', model: 'minilm', parameters: { texts: ['hello'], normalize: true } } })) as {
+      result: { embeddings: number[][]; promptTokens: number };
+    };
+    expect(byText.result.promptTokens).toBe(3);
+    fromIds.embeddings[0]!.forEach((value, i) => expect(value).toBeCloseTo(byText.result.embeddings[0]![i]!, 5));
 
     const streamed = await serverStream(client, 'executeStream', t2i(), alice());
     expect(streamed.status.code).toBe(status.OK);

@@ -98,6 +98,9 @@ const REQUEST_RENAMES: Record<string, Record<string, string>> = {
   WatchSession: { lastEventId: 'afterSequence' },
 };
 
+/** A list of lists in REST is a repeated message wrapping a list in proto (proto has no repeated repeated): its inner field. */
+const WRAPPED_LISTS = ['textEmbedding.tokenIds.ids'];
+
 const INFERENCE_MESSAGES: Record<string, string> = {
   'text-to-image': 'textToImage',
   'image-to-image': 'imageToImage',
@@ -159,7 +162,8 @@ describe('the gRPC API and the REST API stay in step', () => {
         rest[to] = rest[from]!;
         delete rest[from];
       }
-      expect(names(protoShape(method.resolvedRequestType!)).sort(), rpc.name).toEqual(names(rest).sort());
+      const proto = names(protoShape(method.resolvedRequestType!)).filter((name) => !WRAPPED_LISTS.some((wrapper) => name.endsWith(wrapper)));
+      expect(proto.sort(), rpc.name).toEqual(names(rest).sort());
     }
   });
 });

@@ -51,7 +51,17 @@ describe('API documentation', () => {
       '/health/ready',
       '/metrics',
       '/metrics/workers/{workerId}',
+      '/v1/embeddings',
+      '/v1/images/generations',
+      '/v1/models',
+      '/v1/models/{model}',
     ]);
+    // The OpenAI-compatible operations: tagged apart, their errors in OpenAI's shape.
+    const embeddings = paths['/v1/embeddings']!.post! as Operation & { tags: string[] };
+    expect(embeddings.tags).toEqual(['OpenAI-compatible']);
+    expect(embeddings.security).toEqual([{ bearerAuth: ['inference'] }, { apiKeyAuth: ['inference'] }]);
+    expect(Object.keys(embeddings.responses).sort()).toEqual(['200', '400', '401', '403', '404', '409', '429', '503', '504']);
+    expect(embeddings.responses['429']!.content).toEqual({ 'application/json': { schema: { $ref: '#/components/schemas/OpenAIError' } } });
     // Auth is part of each operation: public ones have none, the rest bearer.
     expect(paths['/health']!.get!.security).toEqual([]);
     expect(paths['/api/device/list']!.get!.security).toEqual([{ bearerAuth: [] }, { apiKeyAuth: [] }]);

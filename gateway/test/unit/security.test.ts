@@ -40,10 +40,13 @@ describe('API keys, scopes, audit', () => {
     expect(stored.keyHash).toMatch(/^[0-9a-f]{64}$/);
     expect(JSON.stringify(stored)).not.toContain(key.slice(`dok_${prefix}_`.length)); // the secret part
 
-    // Both header forms work.
+    // Every header form works: X-API-Key, ApiKey, and Bearer as OpenAI-style SDKs send a key.
     expect((await getJson(`${gateway.url}/api/device/list`, { 'x-api-key': key })).status).toBe(200);
     const whoami = await getJson(`${gateway.url}/api/auth/whoami`, { authorization: `ApiKey ${key}` });
     expect(whoami.body).toEqual({ id: `key:${id}`, subject: 'ci-runner', method: 'api-key', scopes: ['inference'] });
+    expect((await getJson(`${gateway.url}/api/auth/whoami`, { authorization: `Bearer ${key}` })).body).toEqual(whoami.body);
+    // A key-shaped bearer that is no key is the same 401 as any bad credential.
+    expect((await getJson(`${gateway.url}/api/auth/whoami`, { authorization: `Bearer ${key.slice(0, -2)}xx` })).status).toBe(401);
     const listed = await getJson(`${gateway.url}/api/admin/keys`, adminKey);
     const record = (listed.body!.keys as { id: string; lastUsedAt: string | null }[]).find((k) => k.id === id)!;
     expect(record.lastUsedAt).not.toBeNull();

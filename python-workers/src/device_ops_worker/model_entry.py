@@ -68,6 +68,9 @@ class ModelManifest:
     batch_dim: int | None = None
     # Upscaler models: the factor they enlarge by.
     scale: int | None = None
+    # Text-embedding models trained for truncation (Matryoshka): the vector
+    # lengths a request may truncate to, besides the model's own.
+    dimensions: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

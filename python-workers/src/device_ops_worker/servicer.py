@@ -168,7 +168,13 @@ def _input_from_pb(request: inference_pb2.InferRequest) -> Input | None:
             mask_image=g.mask_image,
         )
     if kind == "text_embedding":
-        return TextEmbeddingInput(texts=tuple(request.text_embedding.texts), normalize=request.text_embedding.normalize)
+        embedding = request.text_embedding
+        return TextEmbeddingInput(
+            texts=tuple(embedding.texts),
+            normalize=embedding.normalize,
+            token_ids=tuple(tuple(entry.ids) for entry in embedding.token_ids),
+            dimensions=embedding.dimensions if embedding.HasField("dimensions") else None,
+        )
     if kind == "tensor":
         return TensorInput(
             inputs={
@@ -250,6 +256,7 @@ def _result_to_pb(result: jobs.InferenceResult) -> inference_pb2.InferResult:
         model=result.model,
         dtype=result.dtype,
         batch_size=result.batch_size,
+        prompt_tokens=result.prompt_tokens,
         **_present(seed=result.seed),
     )
     if result.embeddings is not None and len(result.embeddings):

@@ -51,6 +51,9 @@ class Limits:
     max_images_per_prompt: int = 4
     max_embedding_texts: int = 2048
     max_text_chars: int = 20_000
+    # Pre-tokenized embedding inputs: ids per entry (the model's own maximum
+    # length, checked once it is loaded, is usually lower).
+    max_tokens_per_text: int = 8192
     max_input_pixels: int = 4096 * 4096
 
 

@@ -32,8 +32,16 @@ class ImageGenerationParams:
 
 @dataclass(frozen=True)
 class EmbeddingParams:
+    # Exactly one of texts and token_ids is non-empty.
     texts: tuple[str, ...]
     normalize: bool
+    token_ids: tuple[tuple[int, ...], ...] = ()
+    # Truncate each vector to this many components (None: the model's own).
+    dimensions: int | None = None
+
+    @property
+    def count(self) -> int:
+        return len(self.texts) or len(self.token_ids)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,14 @@ export interface CredentialHeaders {
   'x-api-key'?: string | string[] | undefined;
 }
 
-/** Where the credential is: X-API-Key, Authorization: ApiKey …, or Authorization: Bearer …. */
+// A JWT in compact serialization: three base64url segments. API keys never have dots.
+const JWT_SHAPE = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
+
+/**
+ * Where the credential is: X-API-Key, Authorization: ApiKey …, or
+ * Authorization: Bearer … — a JWT, or an API key sent the way OpenAI-style
+ * SDKs send theirs (told apart by shape: a JWT has three dot-separated parts).
+ */
 export function credentialOf(headers: CredentialHeaders): Credential {
   const apiKey = headers['x-api-key'];
   if (typeof apiKey === 'string' && apiKey.length > 0) return { method: 'api-key', value: apiKey };
@@ -26,7 +33,7 @@ export function credentialOf(headers: CredentialHeaders): Credential {
   const space = header.indexOf(' ');
   const scheme = space > 0 ? header.slice(0, space).toLowerCase() : header.toLowerCase();
   const value = space > 0 ? header.slice(space + 1).trim() : '';
-  if (scheme === 'bearer' && value) return { method: 'jwt', value };
+  if (scheme === 'bearer' && value) return JWT_SHAPE.test(value) ? { method: 'jwt', value } : { method: 'api-key', value };
   if (scheme === 'apikey' && value) return { method: 'api-key', value };
   return { method: 'none', reason: 'unsupported Authorization scheme' };
 }

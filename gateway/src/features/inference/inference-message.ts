@@ -26,6 +26,10 @@ export function inferenceBody(message: Record<string, unknown>, field = 'paramet
   }
   const member = set[0]!;
   let parameters = rest[member] as Record<string, unknown>;
+  if (member === 'textEmbedding' && Array.isArray(parameters.tokenIds)) {
+    // Each TokenIds message as its list (an empty message sends no ids).
+    parameters = { ...parameters, tokenIds: (parameters.tokenIds as { ids?: number[] }[]).map((entry) => entry.ids ?? []) };
+  }
   if (member === 'tensor') {
     // A scalar's shape is empty: proto3 does not send empty repeated fields.
     const inputs = (parameters.inputs ?? {}) as Record<string, Record<string, unknown>>;

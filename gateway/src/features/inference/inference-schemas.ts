@@ -16,6 +16,7 @@ export const INFERENCE_LIMITS = Object.freeze({
   maxGuidanceScale: 30,
   maxEmbeddingTexts: 2048,
   maxTextChars: 20_000,
+  maxTokensPerText: 8192,
   maxTensorInputs: 16,
 });
 
@@ -64,10 +65,28 @@ export const InpaintingParameters = z
     strength: z.number().gt(0).max(1).optional(),
   })
   .meta({ id: 'InpaintingParameters' });
+const tokenIds = z
+  .array(z.number().int().min(0).max(2 ** 32 - 1))
+  .min(1)
+  .max(INFERENCE_LIMITS.maxTokensPerText);
 export const TextEmbeddingParameters = z
   .strictObject({
-    texts: z.array(prompt).min(1).max(INFERENCE_LIMITS.maxEmbeddingTexts),
-    normalize: z.boolean().optional(),
+    texts: z.array(prompt).min(1).max(INFERENCE_LIMITS.maxEmbeddingTexts).optional().meta({
+      description: "Texts to embed, one vector each, tokenized by the model's tokenizer (truncated to its maximum length).",
+    }),
+    tokenIds: z.array(tokenIds).min(1).max(INFERENCE_LIMITS.maxEmbeddingTexts).optional().meta({
+      description:
+        "Instead of texts: each input as the model's own token ids (special tokens included). Never truncated: " +
+        "an id outside the vocabulary or a list longer than the model reads is refused.",
+    }),
+    normalize: z.boolean().optional().meta({ description: 'Scale each vector to unit length (after truncation to `dimensions`).' }),
+    dimensions: z.number().int().min(1).max(65_536).optional().meta({
+      description:
+        "Keep the first `dimensions` components: the model's own dimension, or a truncation its manifest lists (Matryoshka-trained models).",
+    }),
+  })
+  .refine((p) => (p.texts === undefined) !== (p.tokenIds === undefined), {
+    message: 'set exactly one of texts and tokenIds',
   })
   .meta({ id: 'TextEmbeddingParameters' });
 const TensorValue = z.strictObject({
@@ -135,7 +154,18 @@ export function toInferRequest(jobId: string, request: InferenceRequest, deviceI
   };
   switch (request.task) {
     case 'text-embedding':
-      return { ...base, textEmbedding: { texts: request.parameters.texts, normalize: request.parameters.normalize ?? false } };
+    {
+      const p = request.parameters;
+      return {
+        ...base,
+        textEmbedding: {
+          texts: p.texts ?? [],
+          tokenIds: (p.tokenIds ?? []).map((ids) => ({ ids })),
+          normalize: p.normalize ?? false,
+          ...(p.dimensions !== undefined ? { dimensions: p.dimensions } : {}),
+        },
+      };
+    }
     case 'tensor': {
       const inputs: Record<string, Tensor> = {};
       for (const [name, value] of Object.entries(request.parameters.inputs)) {
@@ -178,6 +208,10 @@ export function recordedParameters(request: InferenceRequest): Record<string, un
       Object.entries(request.parameters.inputs).map(([name, t]) => [name, { dtype: t.dtype, shape: t.shape }]),
     );
   }
-  if (request.task === 'text-embedding') recorded.texts = { count: request.parameters.texts.length };
+  if (request.task === 'text-embedding') {
+    const { texts, tokenIds } = request.parameters;
+    if (texts) recorded.texts = { count: texts.length };
+    if (tokenIds) recorded.tokenIds = { count: tokenIds.length, tokens: tokenIds.reduce((sum, ids) => sum + ids.length, 0) };
+  }
   return { ...recorded, ...(request.deviceId ? { deviceId: request.deviceId } : {}), ...(request.dtype ? { dtype: request.dtype } : {}) };
 }

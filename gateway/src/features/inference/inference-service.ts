@@ -14,7 +14,7 @@ interface CostSample {
 const units = (request: InferenceRequest): number => {
   switch (request.task) {
     case 'text-embedding':
-      return request.parameters.texts.length;
+      return (request.parameters.texts ?? request.parameters.tokenIds ?? []).length;
     case 'tensor':
       return 1;
     default:

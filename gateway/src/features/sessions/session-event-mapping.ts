@@ -67,6 +67,7 @@ function resultSummary(
     });
   }
   if (result.embeddings.length > 0) summary.embeddings = result.embeddings.map((e) => e.values);
+  if (result.promptTokens > 0) summary.promptTokens = result.promptTokens;
   const tensors = Object.entries(result.tensors);
   if (tensors.length > 0) {
     summary.tensors = Object.fromEntries(

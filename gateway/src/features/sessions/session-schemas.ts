@@ -26,6 +26,7 @@ export const SessionResultSchema = z
     seed: z.number().int().optional(),
     files: z.array(OutputFileSchema).optional(),
     embeddings: z.array(z.array(z.number())).optional(),
+    promptTokens: z.number().int().optional().meta({ description: 'Text embedding: tokens the model read, padding excluded.' }),
     tensors: z.record(z.string(), z.object({ dtype: z.string(), shape: z.array(z.number().int()), data: z.string() })).optional(),
   })
   .meta({ id: 'SessionResult' });

@@ -41,6 +41,8 @@ class InferenceResult:
     embeddings: np.ndarray | None = None
     tensors: Mapping[str, np.ndarray] = field(default_factory=dict)
     seed: int | None = None
+    # Text embedding: tokens read, padding excluded.
+    prompt_tokens: int = 0
 
 
 @dataclass(frozen=True)

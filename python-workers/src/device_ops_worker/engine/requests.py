@@ -41,6 +41,8 @@ class ImageGenerationInput:
 class TextEmbeddingInput:
     texts: tuple[str, ...] = ()
     normalize: bool = False
+    token_ids: tuple[tuple[int, ...], ...] = ()
+    dimensions: int | None = None
 
 
 @dataclass(frozen=True)
@@ -196,16 +198,44 @@ def validate_image_generation(
     )
 
 
-def validate_text_embedding(raw: TextEmbeddingInput, limits: Limits) -> EmbeddingParams:
-    if not raw.texts:
-        raise InvalidArgumentError("text_embedding.texts: at least one text is required")
-    if len(raw.texts) > limits.max_embedding_texts:
+def validate_text_embedding(raw: TextEmbeddingInput, limits: Limits, manifest: ModelManifest | None = None) -> EmbeddingParams:
+    """Exactly one of texts and token ids, within the limits. Token ids are
+    checked against the model itself (vocabulary, maximum length) once it is
+    loaded, and ``dimensions`` against the model's dimension then too."""
+    if raw.texts and raw.token_ids:
+        raise InvalidArgumentError("text_embedding: set either texts or token_ids, not both")
+    entries = raw.texts or raw.token_ids
+    name = "token_ids" if raw.token_ids else "texts"
+    if not entries:
+        raise InvalidArgumentError("text_embedding.texts: at least one text (or token_ids entry) is required")
+    if len(entries) > limits.max_embedding_texts:
         raise InvalidArgumentError(
-            f"text_embedding.texts: {len(raw.texts)} texts exceed the limit of {limits.max_embedding_texts}"
+            f"text_embedding.{name}: {len(entries)} inputs exceed the limit of {limits.max_embedding_texts}"
         )
     for index, text in enumerate(raw.texts):
         _check_text(f"text_embedding.texts[{index}]", text, limits, required=True)
-    return EmbeddingParams(texts=tuple(raw.texts), normalize=raw.normalize)
+    for index, ids in enumerate(raw.token_ids):
+        if not ids:
+            raise InvalidArgumentError(f"text_embedding.token_ids[{index}]: must hold at least one token id")
+        if len(ids) > limits.max_tokens_per_text:
+            raise InvalidArgumentError(
+                f"text_embedding.token_ids[{index}]: {len(ids)} tokens exceed the limit of {limits.max_tokens_per_text}"
+            )
+    if raw.dimensions is not None:
+        if raw.dimensions < 1:
+            raise InvalidArgumentError("text_embedding.dimensions: must be at least 1")
+        declared = manifest.dimensions if manifest is not None else ()
+        if declared and raw.dimensions not in declared and raw.dimensions > max(declared):
+            raise InvalidArgumentError(
+                f"text_embedding.dimensions: {raw.dimensions} is more than the model's vectors have "
+                f"(it may be truncated to {', '.join(map(str, declared))})"
+            )
+    return EmbeddingParams(
+        texts=tuple(raw.texts),
+        normalize=raw.normalize,
+        token_ids=tuple(tuple(ids) for ids in raw.token_ids),
+        dimensions=raw.dimensions,
+    )
 
 
 def decode_tensor(field_name: str, wire: WireTensor) -> np.ndarray:

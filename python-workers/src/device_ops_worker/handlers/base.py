@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import InvalidArgumentError
 from ..model_entry import ModelEntry, Task
 from ..task_params import ImageGenerationParams
 
@@ -88,9 +89,14 @@ class EmbeddingModel(LoadedModel):
         return None
 
     def embed_prepared(self, prepared: list[Any]) -> np.ndarray:
-        """Unnormalized float32 vectors of several ``tokenize`` results, rows
-        in order (the rows of prepared[0] first)."""
+        """Unnormalized float32 vectors of several ``tokenize`` (or
+        ``prepare_ids``) results, rows in order (the rows of prepared[0] first)."""
         raise NotImplementedError(f"{type(self).__name__} does not prepare texts")
+
+    def prepare_ids(self, token_ids: list[tuple[int, ...]]) -> Any:
+        """Pre-tokenized inputs prepared for ``embed_prepared``, each checked
+        against the model (INVALID_ARGUMENT naming ``text_embedding.token_ids[i]``)."""
+        raise InvalidArgumentError(f"text_embedding.token_ids: model '{self.entry.name}' takes texts only")
 
 
 class TensorModel(LoadedModel):

@@ -14,7 +14,7 @@ import torch
 from transformers import AutoModel, AutoTokenizer
 from transformers.utils import logging as transformers_logging
 
-from ..errors import FailedPreconditionError
+from ..errors import FailedPreconditionError, InvalidArgumentError
 from ..model_entry import ModelEntry
 from .base import EmbeddingModel, LoadOptions
 from .cuda_graphs import GraphedForward
@@ -113,6 +113,8 @@ class TransformerEmbeddingModel(EmbeddingModel):
         self._encoder = _prepared_encoder(tokenizer, max_length)
         self._input_names = [name for name in tokenizer.model_input_names if name in _PREPARED_INPUTS]
         self._tokens_per_pass = TOKENS_PER_PASS.get(device.type, DEFAULT_TOKENS_PER_PASS)
+        self._pad_left = getattr(tokenizer, "padding_side", "right") == "left"
+        self.vocabulary_size = _vocabulary_size(model)
         self._pad_values = {
             "input_ids": int(tokenizer.pad_token_id or 0),
             "token_type_ids": int(getattr(tokenizer, "pad_token_type_id", 0) or 0),
@@ -208,6 +210,37 @@ class TransformerEmbeddingModel(EmbeddingModel):
             arrays=arrays, lengths=mask.sum(axis=1), pad_left=encoder.padding["direction"] == "left", pad_values=self._pad_values
         )
 
+    def prepare_ids(self, token_ids: list[tuple[int, ...]]) -> TokenizedTexts:
+        """Token ids as given (special tokens included), padded like the
+        tokenizer pads; never truncated: an entry longer than the model reads,
+        or with an id outside its vocabulary, is refused."""
+        for index, ids in enumerate(token_ids):
+            if len(ids) > self.max_length:
+                raise InvalidArgumentError(
+                    f"text_embedding.token_ids[{index}]: {len(ids)} tokens exceed model '{self.entry.name}''s "
+                    f"maximum length of {self.max_length}"
+                )
+            highest = max(ids)
+            if highest >= self.vocabulary_size:
+                raise InvalidArgumentError(
+                    f"text_embedding.token_ids[{index}]: token id {highest} is outside model '{self.entry.name}''s "
+                    f"vocabulary of {self.vocabulary_size}"
+                )
+        lengths = np.array([len(ids) for ids in token_ids], dtype=np.int64)
+        width = int(lengths.max())
+        input_ids = np.full((len(token_ids), width), self._pad_values["input_ids"], dtype=np.int64)
+        mask = np.zeros((len(token_ids), width), dtype=np.int64)
+        for row, ids in enumerate(token_ids):
+            columns = slice(width - len(ids), width) if self._pad_left else slice(0, len(ids))
+            input_ids[row, columns] = ids
+            mask[row, columns] = 1
+        arrays = {"input_ids": input_ids, "attention_mask": mask}
+        if "token_type_ids" in self._input_names:
+            types = np.full_like(mask, self._pad_values["token_type_ids"])
+            types[mask == 1] = 0
+            arrays["token_type_ids"] = types
+        return TokenizedTexts(arrays=arrays, lengths=lengths, pad_left=self._pad_left, pad_values=self._pad_values)
+
     def _tokenize_with_transformers(self, texts: list[str]) -> TokenizedTexts:
         """The slow path for tokenizers without a Rust backend: the
         transformers tokenizer itself (device thread only)."""
@@ -249,6 +282,14 @@ class TransformerEmbeddingModel(EmbeddingModel):
         if self._model is None:
             raise FailedPreconditionError(f"model '{self.entry.name}': unloaded")
         return self._model
+
+
+def _vocabulary_size(model: torch.nn.Module) -> int:
+    """Rows of the input embedding table: every token id must be below it."""
+    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    if isinstance(embeddings, torch.nn.Embedding):
+        return int(embeddings.num_embeddings)
+    return int(getattr(getattr(model, "config", None), "vocab_size", 0) or 0)
 
 
 def _passes(sorted_lengths: np.ndarray, budget: int) -> list[slice]:

@@ -77,6 +77,7 @@ def parse_manifest(raw: bytes, source: str) -> ParsedManifest:
         outputs=fields.optional("outputs", _specs) or (),
         batch_dim=fields.optional("batch_dim", _at_least(0)),
         scale=fields.optional("scale", _at_least(1)),
+        dimensions=fields.optional("dimensions", _dimensions) or (),
     )
     return ParsedManifest(manifest=manifest, warnings=fields.unknown_keys())
 
@@ -154,6 +155,12 @@ def _at_least(low: int) -> Callable[[object], int]:
         return value  # type: ignore[return-value]
 
     return convert
+
+
+def _dimensions(value: object) -> tuple[int, ...]:
+    if not isinstance(value, list) or not value or not all(_is_int(d) and d >= 1 for d in value):
+        raise _Invalid("must be a non-empty list of integers >= 1 (vector lengths the model may be truncated to)")
+    return tuple(sorted(set(value)))  # type: ignore[arg-type]
 
 
 def _files(value: object) -> dict[str, str]:

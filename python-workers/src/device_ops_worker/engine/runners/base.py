@@ -110,7 +110,7 @@ class TaskRunner(abc.ABC):
         self,
         items: list[WorkItem],
         kind: type[LoadedModel],
-        compute: Callable[[Any, list[WorkItem]], list[dict[str, Any]]],
+        compute: Callable[[Any, list[WorkItem]], list[dict[str, Any] | Exception]],
     ) -> list[Any]:
         """Run a merged batch: jobs cancelled while queued get JobCancelled,
         the rest one model call; `compute` returns the result fields of each
@@ -126,6 +126,9 @@ class TaskRunner(abc.ABC):
             raise FailedPreconditionError(f"model: '{live[0].payload.entry.name}' cannot run {live[0].payload.task.value}")
         # One pass from started to the result: no progress events (each would
         # cost a gRPC message per job, for nothing the result does not say).
+        # An item whose own input the model refused gets that error; the others their result.
         for item, fields in zip(live, compute(model, live), strict=True):
-            results[id(item)] = self._result(item.payload, started, batch_size=len(live), **fields)
+            results[id(item)] = (
+                fields if isinstance(fields, Exception) else self._result(item.payload, started, batch_size=len(live), **fields)
+            )
         return [results[id(item)] for item in items]
