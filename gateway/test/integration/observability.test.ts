@@ -122,7 +122,8 @@ describe('metrics, structured logs and one correlation id from the client to Seq
     expect(routes).toEqual(expect.arrayContaining(['/api/device/list', '/api/inference/sessions/{id}', '/api/inference/execute', 'unmatched']));
     expect(requests.find((s) => s.labels.route === '/api/device/list' && s.labels.status_class === '4xx')!.value).toBeGreaterThanOrEqual(1);
     expect(samples(text, 'device_ops_gateway_http_request_duration_seconds_count').length).toBeGreaterThan(0);
-    expect(samples(text, 'device_ops_gateway_auth_failures_total')).toContainEqual({ labels: { method: 'jwt', reason: 'malformed' }, value: expect.any(Number) });
+    // A bearer value that is not shaped like a JWT is tried as an API key (as OpenAI-style SDKs send keys).
+    expect(samples(text, 'device_ops_gateway_auth_failures_total')).toContainEqual({ labels: { method: 'api-key', reason: 'malformed' }, value: expect.any(Number) });
     const grpc = samples(text, 'device_ops_gateway_grpc_client_duration_seconds_count');
     expect(grpc).toContainEqual({ labels: { worker: 'worker-0', rpc: 'ListDevices', code: 'OK' }, value: expect.any(Number) });
     expect(grpc).toContainEqual({ labels: { worker: 'worker-0', rpc: 'Infer', code: 'OK' }, value: expect.any(Number) });

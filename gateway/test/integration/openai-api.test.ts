@@ -298,3 +298,40 @@ describe('the official OpenAI Python SDK (examples/openai-client)', () => {
     expect((await rejections('inference')) - before).toBe(1);
   });
 });
+
+describe('the SDKs honour a short Retry-After and their retry goes through', () => {
+  let short: GatewayOnDatabase;
+  beforeAll(async () => {
+    // A 2-second window: Retry-After is within what both SDKs wait for.
+    short = await startRealGatewayOn('sqlite', { MODEL_DIRECTORY: models, RATE_LIMIT_WINDOW_SECONDS: '2', RATE_LIMIT_PER_PRINCIPAL: '2' });
+  });
+  afterAll(async () => {
+    await short?.close();
+  });
+
+  it('waits out the window on a 429 and then answers', async () => {
+    let calls = 0;
+    const statuses: number[] = [];
+    const counting = new OpenAI({
+      apiKey: signToken({ sub: 'patient', scope: 'inference' }),
+      baseURL: `${short.url}/v1`,
+      maxRetries: 2,
+      fetch: async (url: string | URL | Request, init?: RequestInit) => {
+        calls += 1;
+        const response = await fetch(url, init);
+        statuses.push(response.status);
+        return response;
+      },
+    });
+    // Two calls use up a window; a later one meets 429, waits Retry-After, and succeeds in the next
+    // window (six calls within a second span at most two windows: at least one meets the limit).
+    for (let i = 0; i < 6; i += 1) {
+      const listed = [];
+      for await (const model of counting.models.list()) listed.push(model.id);
+      expect(listed).toContain('minilm');
+    }
+    expect(statuses).toContain(429);
+    expect(statuses.at(-1)).toBe(200);
+    expect(calls).toBeGreaterThan(6);
+  });
+});

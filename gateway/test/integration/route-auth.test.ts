@@ -40,6 +40,8 @@ function expectedAuth(method: string, path: string): 'public' | string | null {
   if (method === 'post' && (path.startsWith('/api/model/') || path === '/api/memory/clear')) return 'models:manage';
   if (path === '/api/inference/capabilities') return null;
   if (/^\/api\/(inference|processing|postprocessing)\//.test(path)) return 'inference';
+  // OpenAI-compatible: running jobs (embeddings, images) is inference; listing models is a read.
+  if (method === 'post' && path.startsWith('/v1/')) return 'inference';
   return null;
 }
 const TABLES = ['sessions', 'session_events', 'batches', 'api_keys'];
@@ -130,8 +132,13 @@ describe.each(['sqlite', 'postgres'] as Dialect[])('every non-public route refus
       const hasBody = operation.requestBody !== undefined;
       const anonymous = await call(method, path, {}, hasBody);
       expect(anonymous.status, `${method} ${path} without credentials`).toBe(401);
-      expect(anonymous.headers.get('content-type'), `${method} ${path}`).toMatch(/^application\/problem\+json/);
-      await anonymous.body?.cancel();
+      // Problem+json, or OpenAI's error shape on the OpenAI-compatible routes.
+      if (path.startsWith('/v1/')) {
+        expect(((await anonymous.json()) as { error: { code: string } }).error.code, `${method} ${path}`).toBe('invalid_api_key');
+      } else {
+        expect(anonymous.headers.get('content-type'), `${method} ${path}`).toMatch(/^application\/problem\+json/);
+        await anonymous.body?.cancel();
+      }
       const bad = await call(method, path, bearer(`${signToken()}x`), hasBody);
       expect(bad.status, `${method} ${path} with a tampered token`).toBe(401);
       await bad.body?.cancel();
@@ -144,7 +151,8 @@ describe.each(['sqlite', 'postgres'] as Dialect[])('every non-public route refus
       const others = SCOPES.filter((s) => s !== scope && s !== 'admin').join(' ');
       const lacking = await call(method, path, bearer(signToken({ sub: 'lacking', scope: others })), hasBody);
       expect(lacking.status, `${method} ${path} without '${scope}'`).toBe(403);
-      expect(((await lacking.json()) as { detail: string }).detail).toContain(`'${scope}'`);
+      const refusal = (await lacking.json()) as { detail?: string; error?: { message: string } };
+      expect(refusal.detail ?? refusal.error?.message).toContain(`'${scope}'`);
     }
     expect(scoped).toBeGreaterThan(10);
     expect(await workerCalls()).toBe(callsBefore);

@@ -77,7 +77,7 @@ describe.skipIf(!prometheusBinary || !nodeExporterBinary)('dashboards on a live 
       ],
       ruleFiles: ruleFiles(),
     });
-    traffic = await generateTraffic(real.url);
+    traffic = await generateTraffic(real.url, real.gateway.grpcAddress);
     gatewayExposition = await (await fetch(`${real.url}/metrics`)).text();
     workerExposition = await (await fetch(`${real.url}/metrics/workers/${WORKER}`)).text();
     facts.workerHasGpu = /^device_ops_worker_gpu_memory_total_bytes\{/m.test(workerExposition);
@@ -115,6 +115,7 @@ describe.skipIf(!prometheusBinary || !nodeExporterBinary)('dashboards on a live 
     expect(statuses['session events']).toEqual([200]);
     expect(traffic.cancelledSession).toBe('cancelled');
     expect(statuses['over the limit']).toContain(429);
+    expect([statuses['grpc devices'], statuses['grpc embedding'], statuses['grpc no credentials']]).toEqual([[0], [0], [16]]);
   });
 
   it('reads every metric of docs/metrics.md from the gateway and its worker', () => {

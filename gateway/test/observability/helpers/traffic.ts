@@ -1,4 +1,6 @@
 import { INFERENCE_LIMITS } from '../../../src/features/inference/inference-schemas.js';
+import { status as grpcStatus } from '@grpc/grpc-js';
+import { gatewayClient, unary } from '../../helpers/grpc-client.js';
 import { bearer } from '../../helpers/http.js';
 import { readSse } from '../../helpers/sse.js';
 import { signToken } from '../../helpers/tokens.js';
@@ -9,7 +11,8 @@ import { waitFor } from '../../helpers/wait.js';
  * in service would: reads, a 404, refused credentials, embeddings and a
  * tensor job, a burst of image jobs beyond a device queue (503s), a job
  * followed as SSE and cancelled while it runs, and a client over its
- * inference rate limit (429s).
+ * inference rate limit (429s); and calls to the public gRPC API, one of
+ * them refused.
  */
 
 /** The gateway settings this traffic counts on (pass them to the gateway). */
@@ -22,7 +25,7 @@ const INFERENCE_LIMIT = Number(TRAFFIC_GATEWAY_ENV.RATE_LIMIT_INFERENCE_PER_PRIN
 const BURST = 5;
 
 export interface TrafficReport {
-  /** HTTP statuses seen, by what was asked. */
+  /** HTTP statuses seen, by what was asked (gRPC calls: their status code). */
   statuses: Record<string, number[]>;
   /** The status the cancelled session ended with. */
   cancelledSession: string;
@@ -34,7 +37,7 @@ const tinyImage = (steps: number) => ({
   parameters: { prompt: 'a lighthouse', steps, width: 64, height: 64, seed: 3 },
 });
 
-export async function generateTraffic(url: string): Promise<TrafficReport> {
+export async function generateTraffic(url: string, grpcAddress: string): Promise<TrafficReport> {
   const statuses: Record<string, number[]> = {};
   const note = (what: string, status: number) => (statuses[what] ??= []).push(status);
   const alice = bearer(signToken({ sub: 'alice', scope: 'inference' }));
@@ -94,6 +97,21 @@ export async function generateTraffic(url: string): Promise<TrafficReport> {
   // One client past its inference limit: invalid bodies count too.
   const flood = bearer(signToken({ sub: 'flood', scope: 'inference' }));
   for (let i = 0; i < INFERENCE_LIMIT + 2; i += 1) await post('over the limit', '/api/inference/sessions', {}, flood);
+
+  // The public gRPC API: reads, an embedding, and a call without credentials.
+  const client = gatewayClient(grpcAddress);
+  try {
+    for (const [what, method, request, headers] of [
+      ['grpc devices', 'listDevices', {}, alice],
+      ['grpc embedding', 'execute', { model: 'minilm', textEmbedding: { texts: ['over gRPC'] } }, alice],
+      ['grpc no credentials', 'whoAmI', {}, {}],
+    ] as const) {
+      const outcome = await unary(client, method, request, headers);
+      note(what, outcome.error?.code ?? grpcStatus.OK);
+    }
+  } finally {
+    client.close();
+  }
 
   return { statuses, cancelledSession };
 }
