@@ -138,12 +138,9 @@ async def test_dimensions_truncate_only_where_the_manifest_allows(worker: Engine
     await job_error(
         worker, request("mrl-200", texts=TEXTS, dimensions=200, model="minilm-mrl"), "may be truncated to 128, 256, 384"
     )
-    # Beyond every declared truncation: refused before the job runs.
-    await expect_status(
-        lambda: worker.stub.Infer(request("mrl-999", texts=TEXTS, dimensions=999, model="minilm-mrl"), timeout=60),
-        grpc.StatusCode.INVALID_ARGUMENT,
-        "999 is more than the model's vectors have",
-    )
+    # A model with declared truncations still gives its own dimension; more than it has is refused.
+    assert vectors(await result_of(worker, request("mrl-384", texts=TEXTS, dimensions=384, model="minilm-mrl"))).shape == (2, 384)
+    await job_error(worker, request("mrl-999", texts=TEXTS, dimensions=999, model="minilm-mrl"), "not 999")
 
 
 def test_manifest_dimensions_must_be_positive_integers(tmp_path: Path) -> None:

@@ -198,7 +198,7 @@ def validate_image_generation(
     )
 
 
-def validate_text_embedding(raw: TextEmbeddingInput, limits: Limits, manifest: ModelManifest | None = None) -> EmbeddingParams:
+def validate_text_embedding(raw: TextEmbeddingInput, limits: Limits) -> EmbeddingParams:
     """Exactly one of texts and token ids, within the limits. Token ids are
     checked against the model itself (vocabulary, maximum length) once it is
     loaded, and ``dimensions`` against the model's dimension then too."""
@@ -221,15 +221,9 @@ def validate_text_embedding(raw: TextEmbeddingInput, limits: Limits, manifest: M
             raise InvalidArgumentError(
                 f"text_embedding.token_ids[{index}]: {len(ids)} tokens exceed the limit of {limits.max_tokens_per_text}"
             )
-    if raw.dimensions is not None:
-        if raw.dimensions < 1:
-            raise InvalidArgumentError("text_embedding.dimensions: must be at least 1")
-        declared = manifest.dimensions if manifest is not None else ()
-        if declared and raw.dimensions not in declared and raw.dimensions > max(declared):
-            raise InvalidArgumentError(
-                f"text_embedding.dimensions: {raw.dimensions} is more than the model's vectors have "
-                f"(it may be truncated to {', '.join(map(str, declared))})"
-            )
+    # Which lengths the model allows needs its own dimension: checked once it is loaded.
+    if raw.dimensions is not None and raw.dimensions < 1:
+        raise InvalidArgumentError("text_embedding.dimensions: must be at least 1")
     return EmbeddingParams(
         texts=tuple(raw.texts),
         normalize=raw.normalize,

@@ -26,7 +26,7 @@ class TextEmbeddingRunner(TaskRunner):
 
     def params(self, task: Task, raw: Any, entry: ModelEntry | None) -> EmbeddingParams:
         assert isinstance(raw, TextEmbeddingInput)
-        return validate_text_embedding(raw, self._context.limits, entry.manifest if entry is not None else None)
+        return validate_text_embedding(raw, self._context.limits)
 
     async def prepare(self, plan: Plan) -> Any:
         """A large request is tokenized on a pool thread before it is queued
