@@ -14,7 +14,7 @@ import { batchRoutes } from './features/batches/batch-routes.js';
 import { BatchService } from './features/batches/batch-service.js';
 import { DeviceService } from './features/devices/device-service.js';
 import { deviceRoutes } from './features/devices/device-routes.js';
-import { docsRouter } from './features/docs/docs-routes.js';
+import { DOCS_OPERATIONS, docsRouter } from './features/docs/docs-routes.js';
 import { createRegistry, generateDocument, type OpenApiDocument } from './features/docs/openapi.js';
 import { HealthService, type DependencyCheck } from './features/health/health-service.js';
 import { Readiness } from './features/health/readiness.js';
@@ -49,8 +49,12 @@ import { SessionDispatcher } from './features/sessions/session-dispatcher.js';
 import { SessionService } from './features/sessions/session-service.js';
 import { LocalSessionBus, type SessionBus } from './infra/bus/session-bus.js';
 import { StreamAdmission } from './features/sessions/stream-admission.js';
+import { streamTokenAuth } from './features/sessions/stream-token-auth.js';
+import { streamTokenRoutes } from './features/sessions/stream-token-routes.js';
+import { StreamTokenService } from './features/sessions/stream-token-service.js';
 import { ServiceUnavailableError } from './errors/gateway-error.js';
 import type { WorkerPool } from './features/workers/worker-handle.js';
+import { methodNotAllowed } from './http/method-not-allowed.js';
 import { mountRoutes, type RouteGuards, type RouteSpec } from './http/route.js';
 import type { RpcSpec } from './grpc/rpc.js';
 import { notFoundHandler, problemMiddleware } from './http/problem-middleware.js';
@@ -185,17 +189,20 @@ export function createApp(config: Config, deps: AppDeps): GatewayApp {
       { name: 'data', path: config.dataDirectory },
     ],
   });
-  const models = new ModelService(scheduler);
+  const models = new ModelService(scheduler, config.modelLoadDeadlineMs);
   const memory = new MemoryService(scheduler);
   const postprocessing = new PostprocessingService(sessions);
   const openai = new OpenAiService({ inference, sessions, models, outputDirectory: config.outputDirectory });
   const registry = createRegistry();
+  const streamTokens = StreamTokenService.fromConfig(config);
+  if (!streamTokens) logger.warn('no stream tokens: browsers cannot follow sessions with EventSource (set STREAM_TOKEN_SECRET)');
 
   const internal = allowList(config.internalAllowList);
   const guards: RouteGuards = {
     authenticate: (onFailure) => authenticator.middleware(onFailure),
     ...(deps.limits ?? {}),
     jsonBody: express.json({ limit: config.requestBodyLimitBytes }),
+    streamToken: streamTokenAuth(streamTokens, metrics),
     internalAccess: (req: Request) => {
       if (config.metricsPublic) return true;
       const ip = req.socket.remoteAddress ?? '';
@@ -225,6 +232,7 @@ export function createApp(config: Config, deps: AppDeps): GatewayApp {
         outputDirectory: config.outputDirectory,
         audit,
         streams,
+        streamTokens,
         sse: {
           open: metrics.sseStreams,
           maxBufferedBytes: config.sseMaxBufferedBytes,
@@ -234,6 +242,7 @@ export function createApp(config: Config, deps: AppDeps): GatewayApp {
           },
         },
       }),
+      ...streamTokenRoutes(sessions, streamTokens),
       ...postprocessingRoutes(postprocessing),
       ...batchRoutes(batches),
       ...adminRoutes(apiKeys, audit),
@@ -304,6 +313,7 @@ export function createApp(config: Config, deps: AppDeps): GatewayApp {
   app.use(router);
   const openapi = generateDocument(registry, deps.version);
   app.use(docsRouter(openapi));
+  app.use(methodNotAllowed([...routes, ...DOCS_OPERATIONS]));
   app.use(notFoundHandler());
   app.use(problemMiddleware(metrics, [openAiErrorBody]));
   return {

@@ -259,6 +259,17 @@ export const settings = {
     'Event streams one principal may hold open at once; beyond it 429.',
     int(1, 100_000).default(100),
   ),
+  streamTokenSecret: setting(
+    'STREAM_TOKEN_SECRET',
+    "Key (at least 32 characters, the same on every replica) of the stream tokens that let a browser's EventSource follow a session (ADR 0028); default: derived from JWT_SECRET; with neither, no stream tokens are issued.",
+    z.string().min(32, 'must be at least 32 characters').optional(),
+    true,
+  ),
+  streamTokenTtlSeconds: setting(
+    'STREAM_TOKEN_TTL_SECONDS',
+    "How long a session's stream token opens its event stream (checked when the stream opens; a reconnect after it needs a new token).",
+    int(1, 3600).default(300),
+  ),
   sseMaxBufferedBytes: setting(
     'SSE_MAX_BUFFERED_BYTES',
     'Bytes an event stream may have waiting for a slow reader before it is disconnected.',
@@ -268,6 +279,11 @@ export const settings = {
     'GRPC_DEADLINE_MS',
     'Deadline of every unary call to a worker.',
     int(50, 600_000).default(10_000),
+  ),
+  modelLoadDeadlineMs: setting(
+    'MODEL_LOAD_DEADLINE_MS',
+    'Deadline of loading one model on a worker (reading weights, moving them to the device, warm-up).',
+    int(1000, 3600 * 1000).default(300_000),
   ),
   inferenceDeadlineMs: setting(
     'INFERENCE_DEADLINE_MS',

@@ -40,14 +40,27 @@ export interface FieldProblem {
 }
 
 export class ValidationError extends GatewayError {
-  readonly status = 400;
-  readonly type = 'validation-failed';
-  readonly title = 'Request validation failed';
+  readonly status: number = 400;
+  readonly type: string = 'validation-failed';
+  readonly title: string = 'Request validation failed';
 
   constructor(readonly problems: FieldProblem[]) {
     super(problems.map((p) => `${p.field}: ${p.message}`).join('; '));
     this.extensions.errors = problems;
   }
+}
+
+/**
+ * The request matches the API's schema, but not what it names: a dtype the
+ * chosen device lacks, a batch item whose model or device does not exist, an
+ * input the model cannot read (a worker's INVALID_ARGUMENT). 400 stays the
+ * answer for schema violations only, so a request valid by the OpenAPI
+ * document is never answered 400. Same `errors` list as ValidationError.
+ */
+export class UnprocessableContentError extends ValidationError {
+  override readonly status = 422;
+  override readonly type = 'unprocessable-content';
+  override readonly title = 'Request cannot be processed';
 }
 
 export class MalformedBodyError extends GatewayError {
@@ -79,6 +92,18 @@ export class NotFoundError extends GatewayError {
   readonly status = 404;
   readonly type = 'not-found';
   readonly title = 'Not found';
+}
+
+export class MethodNotAllowedError extends GatewayError {
+  readonly status = 405;
+  readonly type = 'method-not-allowed';
+  readonly title = 'Method not allowed';
+
+  constructor(method: string, path: string, allowed: readonly string[]) {
+    super(`${path} does not answer ${method}; it answers ${allowed.join(', ')}.`);
+    this.headers.Allow = allowed.join(', ');
+    this.extensions.allowed = [...allowed];
+  }
 }
 
 export class ConflictError extends GatewayError {

@@ -26,7 +26,8 @@ export interface WorkerStatusMapping {
  * response is never written; the row exists so it is logged and counted.
  */
 export const WORKER_STATUS_TO_HTTP: Readonly<Record<string, WorkerStatusMapping>> = Object.freeze({
-  INVALID_ARGUMENT: { httpStatus: 400, type: 'invalid-argument', title: 'Invalid argument' },
+  // The gateway checked the schema already: what a worker refuses is content its model cannot use.
+  INVALID_ARGUMENT: { httpStatus: 422, type: 'invalid-argument', title: 'Invalid argument' },
   NOT_FOUND: { httpStatus: 404, type: 'not-found', title: 'Not found' },
   FAILED_PRECONDITION: { httpStatus: 409, type: 'failed-precondition', title: 'Conflict with the worker state' },
   // The worker already holds (or has outputs for) that job id: never a job run twice.

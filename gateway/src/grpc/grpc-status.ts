@@ -14,12 +14,14 @@ import { encodeStatusDetails, type StatusDetail } from './status-details.js';
  */
 export const ERROR_TYPE_TO_GRPC: Readonly<Record<string, GrpcCodeName>> = Object.freeze({
   'validation-failed': 'INVALID_ARGUMENT',
+  'unprocessable-content': 'INVALID_ARGUMENT',
   'malformed-body': 'INVALID_ARGUMENT',
   'unsupported-media-type': 'INVALID_ARGUMENT',
   'payload-too-large': 'RESOURCE_EXHAUSTED',
   unauthorized: 'UNAUTHENTICATED',
   forbidden: 'PERMISSION_DENIED',
   'not-found': 'NOT_FOUND',
+  'method-not-allowed': 'UNIMPLEMENTED',
   conflict: 'FAILED_PRECONDITION',
   'rate-limited': 'RESOURCE_EXHAUSTED',
   'service-unavailable': 'UNAVAILABLE',

@@ -1,28 +1,15 @@
-import type { OpenAPIRegistry, RouteConfig } from '@asteasolutions/zod-to-openapi';
+import type { OpenAPIRegistry } from '@asteasolutions/zod-to-openapi';
 import { Router, type NextFunction, type Request, type RequestHandler, type Response } from 'express';
 import { z } from 'zod';
 import { ForbiddenError, UnsupportedMediaTypeError, ValidationError, type FieldProblem } from '../errors/gateway-error.js';
 import { isAdmin, type Principal } from '../features/auth/principal.js';
-import type { RequestContext } from './request-context.js';
-import { PROBLEM_CONTENT_TYPE } from './problem-middleware.js';
-import { ProblemSchema } from './problem-schema.js';
+import { OPERATIONS_SCOPE } from '../features/auth/scopes.js';
+import { toOpenApi, type ResponseSpec, type RouteAuth } from './route-openapi.js';
 
-/**
- * Who may call a route, declared where the route is defined:
- * 'public'; 'internal' (operators' endpoints: callers on INTERNAL_ALLOW_LIST,
- * or anyone with METRICS_PUBLIC, or else any authenticated principal); or an
- * authenticated principal holding `scope` (null: any authenticated principal).
- */
-export type RouteAuth = 'public' | 'internal' | { scope: string | null };
+export type { ResponseSpec, RouteAuth } from './route-openapi.js';
+import type { RequestContext } from './request-context.js';
 
 type Shape = z.ZodObject<z.ZodRawShape>;
-
-export interface ResponseSpec {
-  description: string;
-  schema?: z.ZodType;
-  /** Defaults to application/json, or problem+json for 4xx/5xx. */
-  contentType?: string;
-}
 
 export interface HandlerResult {
   status: number;
@@ -58,6 +45,8 @@ export interface RouteSpec<P extends Shape = Shape, Q extends Shape = Shape, B e
   errorBody?: { schema: z.ZodType; contentType: string };
   /** Which per-principal limit counts this route: inference routes have their own, stricter one. */
   rateLimit?: 'default' | 'inference';
+  /** A session stream token in `?access_token=` may stand for the credential (the session events route only; ADR 0028). */
+  streamToken?: boolean;
   /** Management actions: recorded in the audit log with their outcome. */
   audit?: { action: string; target?: (input: HandlerInput<P, Q, B>) => string | null };
   handler: (input: HandlerInput<P, Q, B>) => Promise<HandlerResult | typeof HANDLED>;
@@ -76,6 +65,8 @@ export interface RouteGuards {
   authenticate: (onFailure?: (req: Request, failure: { method: string; reason: string }) => void) => RequestHandler;
   /** Per client address, before any credential is checked. */
   perClient?: RequestHandler;
+  /** On routes with `streamToken`: authenticates by `?access_token=` when present, else hands over to `fallback`. */
+  streamToken?: (fallback: RequestHandler) => RequestHandler;
   /** Per principal, after authentication and before the body is parsed. */
   perPrincipal?: RequestHandler;
   inference?: RequestHandler;
@@ -174,49 +165,6 @@ function requireScope(scope: string | null, onDenied?: (req: Request) => void): 
 }
 
 /**
- * Who may call, as OpenAPI 3.1 says it: no requirement for public routes;
- * otherwise a bearer token or an API key, with the scope the route needs as
- * the requirement's role (3.1 allows roles for every scheme type).
- */
-function securityOf(auth: RouteAuth): RouteConfig['security'] {
-  if (auth === 'public') return [];
-  const roles = typeof auth === 'object' && auth.scope ? [auth.scope] : [];
-  return [{ bearerAuth: roles }, { apiKeyAuth: roles }];
-}
-
-function toOpenApi(spec: RouteSpec): RouteConfig {
-  const responses: RouteConfig['responses'] = {};
-  const all: Record<number, ResponseSpec> = { ...spec.responses };
-  if (spec.auth !== 'public') all[401] ??= { description: 'Missing or invalid credentials.' };
-  if (typeof spec.auth === 'object' && spec.auth.scope) all[403] ??= { description: `Lacks the '${spec.auth.scope}' scope.` };
-  if (spec.request) all[400] ??= { description: 'The request failed validation; `errors` names each field.' };
-  for (const [status, response] of Object.entries(all)) {
-    const isProblem = Number(status) >= 400;
-    const schema = response.schema ?? (isProblem ? (spec.errorBody?.schema ?? ProblemSchema) : undefined);
-    const contentType = response.contentType ?? (isProblem ? (spec.errorBody?.contentType ?? PROBLEM_CONTENT_TYPE) : 'application/json');
-    responses[status] = {
-      description: response.description,
-      ...(schema ? { content: { [contentType]: { schema } } } : {}),
-    };
-  }
-  const request: RouteConfig['request'] = {};
-  if (spec.request?.params) request.params = spec.request.params;
-  if (spec.request?.query) request.query = spec.request.query;
-  if (spec.request?.body) request.body = { content: { 'application/json': { schema: spec.request.body } } };
-  return {
-    method: spec.method,
-    path: spec.path,
-    operationId: spec.operationId,
-    summary: spec.summary,
-    ...(spec.description ? { description: spec.description } : {}),
-    tags: spec.tags,
-    security: securityOf(spec.auth),
-    request,
-    responses,
-  };
-}
-
-/**
  * Mount routes on a router and document each in the OpenAPI registry from
  * the same schemas that validate it. Order per route, cheapest refusal
  * first: per-client limit, authentication, scope, per-principal limit, body
@@ -234,12 +182,14 @@ export function mountRoutes(
     if (guards.perClient) chain.push(guards.perClient);
     if (spec.auth === 'internal') {
       const authenticate = guards.authenticate();
-      chain.push((req, res, next) => (guards.internalAccess(req) ? next() : authenticate(req, res, next)));
+      const scope = requireScope(OPERATIONS_SCOPE);
+      chain.push((req, res, next) => (guards.internalAccess(req) ? next() : authenticate(req, res, (error?: unknown) => (error ? next(error) : scope(req, res, next)))));
     } else if (spec.auth !== 'public') {
       const adminRoute = spec.auth.scope === 'admin';
       const auditRefusal = (outcome: 'failure' | 'denied') => (req: Request, failure?: { method: string; reason: string }) =>
         guards.audit?.({ req, action: 'auth.admin', target: `${spec.method.toUpperCase()} ${spec.path}`, outcome, ...(failure ? { details: { method: failure.method, reason: failure.reason } } : {}) });
-      chain.push(guards.authenticate(adminRoute ? auditRefusal('failure') : undefined));
+      const authenticate = guards.authenticate(adminRoute ? auditRefusal('failure') : undefined);
+      chain.push(spec.streamToken && guards.streamToken ? guards.streamToken(authenticate) : authenticate);
       chain.push(requireScope(spec.auth.scope, adminRoute ? auditRefusal('denied') : undefined));
       const limiter = spec.rateLimit === 'inference' ? guards.inference : guards.perPrincipal;
       if (limiter) chain.push(limiter);

@@ -83,7 +83,7 @@ describe.each(['sqlite', 'postgres'] as Dialect[])('API keys and audit through t
   });
 
   it.skipIf(!dialectAvailable(dialect))('refuses an expired key, and finds keys by prefix: a right prefix with a wrong secret is refused', async () => {
-    const created = await createKey({ name: 'short-lived', scopes: ['inference'], expiresAt: new Date(Date.now() + 3600_000).toISOString() });
+    const created = await createKey({ name: 'short-lived', scopes: ['inference'], expiresInSeconds: 3600 });
     expect((await whoami(first.url, apiKey(created.key))).status).toBe(200);
     // Time passes: the stored expiry is now behind us.
     await knex()('api_keys').where('id', created.id).update({ expires_at: new Date(Date.now() - 1000).toISOString() });

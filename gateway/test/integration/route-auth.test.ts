@@ -27,7 +27,7 @@ interface Operation {
   requestBody?: unknown;
 }
 
-const SCOPES = ['inference', 'models:manage', 'admin'];
+const SCOPES = ['inference', 'models:manage', 'operations:read', 'admin'];
 
 /**
  * The scope each operation must need, from the README's security model,
@@ -36,6 +36,8 @@ const SCOPES = ['inference', 'models:manage', 'admin'];
  */
 function expectedAuth(method: string, path: string): 'public' | string | null {
   if (['/health', '/health/ready'].includes(path)) return 'public';
+  // Operators' routes show worker addresses and process ids: not for every credential.
+  if (path === '/health/detailed' || path.startsWith('/metrics')) return 'operations:read';
   if (path.startsWith('/api/admin/')) return 'admin';
   if (method === 'post' && (path.startsWith('/api/model/') || path === '/api/memory/clear')) return 'models:manage';
   if (path === '/api/inference/capabilities') return null;
@@ -61,7 +63,7 @@ describe.each(['sqlite', 'postgres'] as Dialect[])('every non-public route refus
 
   // Calls the gateway made to workers, by rpc; the health monitor's own checks left out.
   const workerCalls = async () => {
-    const text = await (await fetch(`${real.url}/metrics`, { headers: bearer(signToken({ sub: 'metrics-reader' })) })).text();
+    const text = await (await fetch(`${real.url}/metrics`, { headers: bearer(signToken({ sub: 'metrics-reader', scope: 'operations:read' })) })).text();
     return samples(text, 'device_ops_gateway_grpc_client_duration_seconds_count')
       .filter((s) => s.labels.rpc !== 'Health/Check')
       .reduce((sum, s) => sum + s.value, 0);

@@ -1,6 +1,7 @@
 import { status } from '@grpc/grpc-js';
 import { describe, expect, it } from 'vitest';
 import {
+  MethodNotAllowedError,
   ConflictError,
   DatabaseUnavailableError,
   ForbiddenError,
@@ -13,6 +14,7 @@ import {
   TooManyRequestsError,
   UnauthorizedError,
   UnsupportedMediaTypeError,
+  UnprocessableContentError,
   ValidationError,
 } from '../../src/errors/gateway-error.js';
 import { WorkerCallError } from '../../src/errors/worker-call-error.js';
@@ -43,12 +45,14 @@ const session = (overrides: Partial<Session>): Session => ({
 /** One row per error type: an error of that type, the gRPC code, and the pushback (ms) it carries. */
 const ROWS: [string, () => GatewayError, keyof typeof status, number | null][] = [
   ['validation-failed', () => new ValidationError([{ field: 'body.model', message: 'is required' }]), 'INVALID_ARGUMENT', null],
+  ['unprocessable-content', () => new UnprocessableContentError([{ field: 'body.dtype', message: 'float16 is not supported on w:cpu' }]), 'INVALID_ARGUMENT', null],
   ['malformed-body', () => new MalformedBodyError('bad'), 'INVALID_ARGUMENT', null],
   ['unsupported-media-type', () => new UnsupportedMediaTypeError('bad'), 'INVALID_ARGUMENT', null],
   ['payload-too-large', () => new PayloadTooLargeError('big'), 'RESOURCE_EXHAUSTED', null],
   ['unauthorized', () => new UnauthorizedError(), 'UNAUTHENTICATED', null],
   ['forbidden', () => new ForbiddenError("This route requires the 'inference' scope."), 'PERMISSION_DENIED', null],
   ['not-found', () => new NotFoundError('no such session'), 'NOT_FOUND', null],
+  ['method-not-allowed', () => new MethodNotAllowedError('PATCH', '/api/device/list', ['GET', 'HEAD']), 'UNIMPLEMENTED', null],
   ['conflict', () => new ConflictError('runs text-embedding'), 'FAILED_PRECONDITION', null],
   ['rate-limited', () => new TooManyRequestsError('slow down', 7, 'principal'), 'RESOURCE_EXHAUSTED', 7000],
   ['service-unavailable', () => new ServiceUnavailableError('no worker', 3, 'no-worker'), 'UNAVAILABLE', 3000],

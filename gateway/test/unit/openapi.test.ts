@@ -34,6 +34,7 @@ describe('API documentation', () => {
       '/api/inference/sessions',
       '/api/inference/sessions/{id}',
       '/api/inference/sessions/{id}/events',
+      '/api/inference/sessions/{id}/stream-token',
       '/api/inference/validate',
       '/api/memory/clear',
       '/api/memory/status',
@@ -60,7 +61,7 @@ describe('API documentation', () => {
     const embeddings = paths['/v1/embeddings']!.post! as Operation & { tags: string[] };
     expect(embeddings.tags).toEqual(['OpenAI-compatible']);
     expect(embeddings.security).toEqual([{ bearerAuth: ['inference'] }, { apiKeyAuth: ['inference'] }]);
-    expect(Object.keys(embeddings.responses).sort()).toEqual(['200', '400', '401', '403', '404', '409', '429', '503', '504']);
+    expect(Object.keys(embeddings.responses).sort()).toEqual(['200', '400', '401', '403', '404', '409', '413', '415', '422', '429', '503', '504']);
     expect(embeddings.responses['429']!.content).toEqual({ 'application/json': { schema: { $ref: '#/components/schemas/OpenAIError' } } });
     // Auth is part of each operation: public ones have none, the rest bearer.
     expect(paths['/health']!.get!.security).toEqual([]);
@@ -68,10 +69,49 @@ describe('API documentation', () => {
     // The scope a route needs is the security requirement's role.
     expect(paths['/api/model/load']!.post!.security).toEqual([{ bearerAuth: ['models:manage'] }, { apiKeyAuth: ['models:manage'] }]);
     expect(paths['/api/admin/keys']!.post!.security).toEqual([{ bearerAuth: ['admin'] }, { apiKeyAuth: ['admin'] }]);
-    expect(Object.keys(paths['/api/device/list']!.get!.responses).sort()).toEqual(['200', '401', '503']);
+    expect(Object.keys(paths['/api/device/list']!.get!.responses).sort()).toEqual(['200', '401', '429', '503']);
+    // Rate-limited answers say when to retry and which limits apply.
+    expect(Object.keys((paths['/api/device/list']!.get!.responses['429'] as { headers: object }).headers).sort()).toEqual(['RateLimit', 'RateLimit-Policy', 'Retry-After']);
+    // Operators' routes from outside the allow-list need operations:read.
+    expect(paths['/metrics']!.get!.security).toEqual([{ bearerAuth: ['operations:read'] }, { apiKeyAuth: ['operations:read'] }]);
     expect(paths['/api/device/list']!.get!.responses['401']!.content).toHaveProperty(['application/problem+json']);
     const schemas = (body!.components as { schemas: Record<string, unknown> }).schemas;
     expect(Object.keys(schemas)).toEqual(expect.arrayContaining(['Device', 'DeviceList', 'DetailedHealth', 'Problem']));
+  });
+
+  it('states servers, license, which bodies are required, and links from what creates to what reads', async () => {
+    const { body } = await getJson(`${gateway.url}/api-docs/openapi.json`);
+    expect(body!.servers).toEqual([expect.objectContaining({ url: '/' })]);
+    expect((body!.info as { license: unknown }).license).toEqual({ name: 'Apache-2.0', identifier: 'Apache-2.0' });
+    type Op = { requestBody?: { required: boolean }; responses: Record<string, { links?: Record<string, { operationId: string }> }> };
+    const paths = body!.paths as Record<string, Record<string, Op>>;
+    expect(paths['/api/model/load']!.post!.requestBody!.required).toBe(true);
+    // Clearing memory without a body clears every device: the body is optional, as the validator treats it.
+    expect(paths['/api/memory/clear']!.post!.requestBody!.required).toBe(false);
+    const links = paths['/api/inference/sessions']!.post!.responses['202']!.links!;
+    expect(Object.values(links).map((l) => l.operationId).sort()).toEqual(['cancelSession', 'followSession', 'getOutput', 'getSession']);
+    const operationIds = Object.values(paths).flatMap((ops) => Object.values(ops).map((op) => (op as { operationId?: string }).operationId));
+    expect(operationIds.every((id) => typeof id === 'string')).toBe(true);
+    expect(new Set(operationIds).size).toBe(operationIds.length);
+    // Every operation the links name exists.
+    for (const link of Object.values(paths).flatMap((ops) => Object.values(ops).flatMap((op) => Object.values(op.responses).flatMap((r) => Object.values(r.links ?? {}))))) {
+      expect(operationIds).toContain(link.operationId);
+    }
+  });
+
+  it('answers a known path with an undeclared method 405 with Allow, an unknown path 404', async () => {
+    const trace = await fetch(`${gateway.url}/api/device/list`, { method: 'PATCH' });
+    expect(trace.status).toBe(405);
+    expect(trace.headers.get('allow')).toBe('GET, HEAD, OPTIONS');
+    expect(trace.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+    expect(((await trace.json()) as { detail: string }).detail).toBe('/api/device/list does not answer PATCH; it answers GET, HEAD, OPTIONS.');
+    const put = await fetch(`${gateway.url}/api/inference/sessions/3c1f4b6e-0000-4000-8000-000000000000`, { method: 'PUT' });
+    expect(put.status).toBe(405);
+    expect(put.headers.get('allow')).toBe('GET, HEAD, DELETE, OPTIONS');
+    const openai = await fetch(`${gateway.url}/v1/embeddings`, { method: 'GET' });
+    expect(openai.status).toBe(405);
+    expect(((await openai.json()) as { error: { code: string } }).error.code).toBe('method-not-allowed');
+    expect((await fetch(`${gateway.url}/api/nothing-here`, { method: 'PATCH' })).status).toBe(404);
   });
 
   it('renders Swagger UI at /api-docs', async () => {

@@ -91,7 +91,17 @@ describe('routes over fake workers', () => {
     try {
       expect((await getJson(`${closed.url}/health/detailed`)).status).toBe(401);
       expect((await fetch(`${closed.url}/metrics`)).status).toBe(401);
-      expect((await fetch(`${closed.url}/metrics`, { headers: bearer(token) })).status).toBe(200);
+      // Any credential is not enough: an inference key must not read worker addresses and process ids.
+      const inferenceOnly = await getJson(`${closed.url}/health/detailed`, bearer(signToken({ scope: 'inference' })));
+      expect(inferenceOnly.status).toBe(403);
+      expect(inferenceOnly.body!.detail).toBe("This route requires the 'operations:read' scope.");
+      expect((await fetch(`${closed.url}/metrics`, { headers: bearer(signToken({ scope: 'inference' })) })).status).toBe(403);
+      const operator = bearer(signToken({ sub: 'sre', scope: 'operations:read' }));
+      expect((await fetch(`${closed.url}/metrics`, { headers: operator })).status).toBe(200);
+      expect((await fetch(`${closed.url}/metrics/workers/worker-0`, { headers: operator })).status).not.toBe(403);
+      expect((await getJson(`${closed.url}/health/detailed`, operator)).status).toBe(200);
+      // Admins hold every scope.
+      expect((await fetch(`${closed.url}/metrics`, { headers: bearer(signToken({ scope: 'admin' })) })).status).toBe(200);
       // Liveness and readiness stay public.
       expect((await getJson(`${closed.url}/health`)).status).toBe(200);
       expect((await getJson(`${closed.url}/health/ready`)).status).toBe(200);

@@ -13,7 +13,7 @@ import { LogCapture } from '../helpers/log-capture.js';
 
 /** One row per status: [code, HTTP status, problem type, Retry-After]. */
 const ROWS: [string, number, string, string | undefined][] = [
-  ['INVALID_ARGUMENT', 400, 'invalid-argument', undefined],
+  ['INVALID_ARGUMENT', 422, 'invalid-argument', undefined],
   ['NOT_FOUND', 404, 'not-found', undefined],
   ['FAILED_PRECONDITION', 409, 'failed-precondition', undefined],
   ['ALREADY_EXISTS', 409, 'already-exists', undefined],

@@ -27,7 +27,14 @@ const CreatedKeySchema = ApiKeySchema.extend({
 const CreateKeyBody = z.strictObject({
   name: z.string().trim().min(1).max(100),
   scopes: z.array(z.enum(API_KEY_SCOPES)).min(1),
-  expiresAt: z.iso.datetime().optional().refine((value) => !value || Date.parse(value) > Date.now(), 'must be in the future'),
+  // A lifetime rather than a date: "in the future" is not a rule a schema can state, a lifetime is.
+  expiresInSeconds: z
+    .number()
+    .int()
+    .min(1)
+    .max(10 * 365 * 24 * 3600)
+    .optional()
+    .meta({ description: 'Lifetime of the key; without it the key lasts until revoked. The answer says when it expires (`expiresAt`).' }),
 });
 const KeyIdParams = z.strictObject({ id: z.uuid({ error: 'must be a key id (UUID)' }) });
 
@@ -49,7 +56,7 @@ const AuditQuery = z.strictObject({
   from: z.iso.datetime().optional(),
   to: z.iso.datetime().optional(),
   limit: z.coerce.number().int().min(1).max(500).default(100),
-  offset: z.coerce.number().int().min(0).default(0),
+  offset: z.coerce.number().int().min(0).max(1_000_000_000).default(0),
 });
 
 const present = (key: ApiKey) => ({
@@ -75,10 +82,16 @@ export function adminRoutes(apiKeys: ApiKeyService, audit: AuditService): RouteS
       auth: NEEDS_ADMIN,
       audit: { action: 'key.create', target: ({ body }) => body.name },
       request: { body: CreateKeyBody },
-      responses: { 201: { description: 'The key; store it now, it cannot be shown again.', schema: CreatedKeySchema } },
+      responses: {
+        201: {
+          description: 'The key; store it now, it cannot be shown again.',
+          schema: CreatedKeySchema,
+          links: { RevokeApiKey: { operationId: 'revokeApiKey', parameters: { id: '$response.body#/id' }, description: 'Revoke this key.' } },
+        },
+      },
       handler: async ({ body, context }) => {
         const { key, record } = await apiKeys.create(
-          { name: body.name, scopes: body.scopes, ...(body.expiresAt ? { expiresAt: new Date(body.expiresAt) } : {}) },
+          { name: body.name, scopes: body.scopes, ...(body.expiresInSeconds ? { expiresAt: new Date(Date.now() + body.expiresInSeconds * 1000) } : {}) },
           context.principal!.id,
         );
         return { status: 201, body: { ...present(record), key }, headers: { 'Cache-Control': 'no-store' } };

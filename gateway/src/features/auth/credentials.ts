@@ -1,7 +1,7 @@
 /** Where a request's credential is, on either front (HTTP headers or gRPC metadata). */
 
 export interface AuthFailure {
-  method: 'jwt' | 'api-key' | 'none';
+  method: 'jwt' | 'api-key' | 'stream-token' | 'none';
   /** Why, for logs and metrics only; the client always gets the same 401. */
   reason: string;
 }

@@ -6,7 +6,8 @@ export interface Principal {
   subject: string;
   /** Scopes granted: from the token's `scope`/`scopes` claim, or the API key's scopes. */
   scopes: readonly string[];
-  method: 'jwt' | 'api-key';
+  /** 'stream-token': a session's stream token (ADR 0028), accepted on that session's events route only. */
+  method: 'jwt' | 'api-key' | 'stream-token';
 }
 
 export const isAdmin = (principal: Principal): boolean => principal.scopes.includes('admin');

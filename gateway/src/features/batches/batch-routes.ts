@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { defineRoute, type RouteSpec } from '../../http/route.js';
+import { WORKER_REFUSALS } from '../../http/route-openapi.js';
 import { InferenceRequestSchema } from '../inference/inference-schemas.js';
 import { SessionSchema, presentSession } from '../sessions/session-schemas.js';
 import type { BatchService } from './batch-service.js';
@@ -51,7 +52,17 @@ export function batchRoutes(batches: BatchService): RouteSpec[] {
       auth: NEEDS_INFERENCE,
       rateLimit: 'inference',
       request: { body: BatchBody },
-      responses: { 202: { description: 'Accepted; runs in the background.', schema: BatchSchema } },
+      responses: { ...WORKER_REFUSALS, 
+        202: {
+          description: 'Accepted; runs in the background.',
+          schema: BatchSchema,
+          headers: { Location: { description: 'The batch.', schema: { type: 'string' }, required: true } },
+          links: {
+            GetBatch: { operationId: 'getBatch', parameters: { id: '$response.body#/id' }, description: 'Read the batch and its items.' },
+            CancelBatch: { operationId: 'cancelBatch', parameters: { id: '$response.body#/id' }, description: 'Cancel what has not finished.' },
+          },
+        },
+      },
       handler: async ({ body, context }) => {
         const batch = await batches.create(body.items, body.concurrency ?? 2, context.principal!, context.correlationId);
         const view = await batches.get(batch.id, context.principal!);

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { NotFoundError, ValidationError } from '../../errors/gateway-error.js';
+import { NotFoundError, UnprocessableContentError } from '../../errors/gateway-error.js';
 import type { Logger } from '../../infra/logger.js';
 import { isAdmin, type Principal } from '../auth/principal.js';
 import type { InferenceRequest } from '../inference/inference-schemas.js';
@@ -81,7 +81,7 @@ export class BatchService {
         } else throw error;
       }
     }
-    if (problems.length > 0) throw new ValidationError(problems);
+    if (problems.length > 0) throw new UnprocessableContentError(problems);
   }
 
   private async finishIfDone(batchId: string): Promise<void> {

@@ -26,9 +26,12 @@ export function generateDocument(registry: OpenAPIRegistry, version: string): Op
     info: {
       title: 'device-operations gateway',
       version,
+      license: { name: 'Apache-2.0', identifier: 'Apache-2.0' },
       description:
         'Device discovery, model management and inference on Python/PyTorch workers. ' +
         'Errors are application/problem+json (RFC 9457) with a correlation id, also returned in X-Request-Id.',
     },
+    // Relative: the document is served by the gateway it describes, behind NGINX or not.
+    servers: [{ url: '/', description: 'This gateway (the origin that served this document).' }],
   });
 }

@@ -3,6 +3,7 @@ import { extname, join, sep } from 'node:path';
 import { z } from 'zod';
 import { NotFoundError } from '../../errors/gateway-error.js';
 import { HANDLED, defineRoute, type RouteSpec } from '../../http/route.js';
+import { WORKER_REFUSALS } from '../../http/route-openapi.js';
 import { lastEventId, wantsEventStream, type SseOptions } from '../../http/sse.js';
 import type { StreamAdmission } from '../sessions/stream-admission.js';
 import {
@@ -10,8 +11,12 @@ import {
   SessionListQuery,
   SessionPageSchema,
   SessionSchema,
+  SESSION_LINKS,
   presentSession,
+  withStreamToken,
 } from '../sessions/session-schemas.js';
+import { STREAM_TOKEN_PARAM } from '../sessions/stream-token-auth.js';
+import type { StreamTokenService } from '../sessions/stream-token-service.js';
 import type { SessionService } from '../sessions/session-service.js';
 import { streamSession, succeeded } from '../sessions/session-streaming.js';
 import { InferenceRequestSchema } from './inference-schemas.js';
@@ -60,8 +65,10 @@ export function inferenceRoutes(deps: {
   streams: StreamAdmission;
   /** How every event stream is written (open-stream gauge, slow-reader cut-off). */
   sse: SseOptions;
+  /** Stream tokens for the owner's events link (ADR 0028); null when none are issued. */
+  streamTokens: StreamTokenService | null;
 }): RouteSpec[] {
-  const { inference, sessions, streams } = deps;
+  const { inference, sessions, streams, streamTokens } = deps;
   return [
     defineRoute({
       method: 'get',
@@ -81,7 +88,7 @@ export function inferenceRoutes(deps: {
       tags: ['Inference'],
       auth: NEEDS_INFERENCE,
       request: { body: InferenceRequestSchema },
-      responses: {
+      responses: { ...WORKER_REFUSALS, 
         200: { description: 'The request is valid.', schema: ValidationResultSchema },
         404: { description: 'Unknown model or device.' },
         409: { description: 'The model does not run this task.' },
@@ -101,8 +108,8 @@ export function inferenceRoutes(deps: {
       auth: NEEDS_INFERENCE,
       rateLimit: 'inference',
       request: { body: InferenceRequestSchema },
-      responses: {
-        200: { description: 'The finished session (JSON) or its event stream (text/event-stream).', schema: SessionSchema },
+      responses: { ...WORKER_REFUSALS, 
+        200: { description: 'The finished session (JSON) or its event stream (text/event-stream).', schema: SessionSchema, links: SESSION_LINKS },
         404: { description: 'Unknown model or device.' },
         409: { description: 'The model does not run this task, or the job was cancelled.' },
         429: { description: 'Too many requests, or too many open event streams of yours.' },
@@ -140,15 +147,20 @@ export function inferenceRoutes(deps: {
       auth: NEEDS_INFERENCE,
       rateLimit: 'inference',
       request: { body: InferenceRequestSchema },
-      responses: {
-        202: { description: 'Accepted; runs in the background.', schema: SessionSchema },
+      responses: { ...WORKER_REFUSALS, 
+        202: {
+          description: 'Accepted; runs in the background.',
+          schema: SessionSchema,
+          headers: { Location: { description: 'The session (links.self).', schema: { type: 'string' }, required: true } },
+          links: SESSION_LINKS,
+        },
         404: { description: 'Unknown model or device.' },
         409: { description: 'The model does not run this task.' },
         503: { description: 'No worker can take the job now.' },
       },
       handler: async ({ body, context }) => {
         const { session: stored, position } = await inference.enqueue(body, context.principal!, context.correlationId);
-        const session = presentSession(stored, position);
+        const session = withStreamToken(presentSession(stored, position), streamTokens?.issueFor(stored, context.principal!) ?? null);
         return { status: 202, body: session, headers: { Location: session.links.self } };
       },
     }),
@@ -180,7 +192,8 @@ export function inferenceRoutes(deps: {
       responses: { 200: { description: 'The session.', schema: SessionSchema }, 404: { description: 'No such session of yours.' } },
       handler: async ({ params, context }) => {
         const session = await sessions.get(params.id, context.principal!);
-        return { status: 200, body: presentSession(session, session.status === 'queued' ? await sessions.queuePosition(session.id) : null) };
+        const body = presentSession(session, session.status === 'queued' ? await sessions.queuePosition(session.id) : null);
+        return { status: 200, body: withStreamToken(body, streamTokens?.issueFor(session, context.principal!) ?? null) };
       },
     }),
     defineRoute({
@@ -190,10 +203,19 @@ export function inferenceRoutes(deps: {
       summary: "A session's events as Server-Sent Events: past ones, then live ones",
       description:
         'Each event carries its sequence number as the SSE id; a reconnecting EventSource sends Last-Event-ID and gets ' +
-        'only what it missed (or pass ?lastEventId=). The stream ends after the terminal event. Leaving does not cancel the job.',
+        'only what it missed (or pass ?lastEventId=). The stream ends after the terminal event. Leaving does not cancel the job. ' +
+        "A browser's EventSource, which cannot send Authorization, passes the session's stream token as `?access_token=` " +
+        '(from `links.events`, or POST …/stream-token); it is accepted on this route only and checked when the stream opens.',
       tags: ['Inference'],
       auth: NEEDS_INFERENCE,
-      request: { params: SessionIdParams, query: z.strictObject({ lastEventId: z.coerce.number().int().min(0).optional() }) },
+      streamToken: true,
+      request: {
+        params: SessionIdParams,
+        query: z.strictObject({
+          lastEventId: z.coerce.number().int().min(0).max(Number.MAX_SAFE_INTEGER).optional(),
+          [STREAM_TOKEN_PARAM]: z.string().optional().meta({ description: "This session's stream token, instead of a credential header." }),
+        }),
+      },
       responses: {
         200: { description: 'text/event-stream of session events.', contentType: 'text/event-stream' },
         404: { description: 'No such session of yours.' },

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { ModelNameSchema } from '../models/model-schemas.js';
 import type { InferRequest } from '../../generated/device_ops/v1/InferRequest.js';
 import type { ModelTask__Output } from '../../generated/device_ops/v1/ModelTask.js';
 import type { Tensor } from '../../generated/device_ops/v1/Tensor.js';
@@ -20,11 +21,13 @@ export const INFERENCE_LIMITS = Object.freeze({
   maxTensorInputs: 16,
 });
 
+/** Canonical base64: whole 4-character groups, padding only at the end. */
+export const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
 const base64 = (what: string) =>
   z
     .string()
     .min(1)
-    .regex(/^[A-Za-z0-9+/]+={0,2}$/, `must be base64 (${what})`)
+    .regex(BASE64, `must be base64 (${what})`)
     .meta({ description: `${what}, base64-encoded`, contentEncoding: 'base64' });
 
 const side = z
@@ -32,10 +35,12 @@ const side = z
   .int()
   .min(INFERENCE_LIMITS.minImageSide)
   .max(INFERENCE_LIMITS.maxImageSide)
-  .refine((value) => value % 8 === 0, 'must be a multiple of 8');
+  .multipleOf(8, 'must be a multiple of 8')
+  .meta({ multipleOf: 8 });
 
 const text = z.string().max(INFERENCE_LIMITS.maxTextChars);
-const prompt = text.refine((value) => value.trim().length > 0, 'must not be empty');
+// Every rule is one the schema states (here: a pattern), so schema-valid means accepted.
+const prompt = text.regex(/\S/, 'must not be empty');
 
 const generationFields = {
   prompt: prompt.meta({ description: 'What to draw.', example: 'a lighthouse at dusk' }),
@@ -88,26 +93,25 @@ export const TextEmbeddingParameters = z
   .refine((p) => (p.texts === undefined) !== (p.tokenIds === undefined), {
     message: 'set exactly one of texts and tokenIds',
   })
-  .meta({ id: 'TextEmbeddingParameters' });
+  .meta({ id: 'TextEmbeddingParameters', oneOf: [{ required: ['texts'] }, { required: ['tokenIds'] }] });
+const TENSOR_INPUT_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,63}$/;
 const TensorValue = z.strictObject({
   dtype: z.enum(['float32', 'float64', 'float16', 'int64', 'int32', 'int16', 'int8', 'uint8', 'bool']),
-  shape: z.array(z.number().int().min(0)).max(8),
+  shape: z.array(z.number().int().min(0).max(Number.MAX_SAFE_INTEGER)).max(8),
   data: base64('little-endian element bytes'),
 });
 export const TensorParameters = z
   .strictObject({
     inputs: z
-      .record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,63}$/, 'must be an input name'), TensorValue)
+      .record(z.string().regex(TENSOR_INPUT_NAME, 'must be an input name'), TensorValue)
       .refine((inputs) => Object.keys(inputs).length >= 1 && Object.keys(inputs).length <= INFERENCE_LIMITS.maxTensorInputs, {
         message: `must name between 1 and ${INFERENCE_LIMITS.maxTensorInputs} inputs`,
-      }),
+      })
+      .meta({ minProperties: 1, maxProperties: INFERENCE_LIMITS.maxTensorInputs, propertyNames: { pattern: TENSOR_INPUT_NAME.source } }),
   })
   .meta({ id: 'TensorParameters' });
 
-const modelName = z
-  .string()
-  .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/, "must be a model name (letters, digits, '.', '_', '-')")
-  .refine((value) => !value.includes('..'), 'must not contain ..');
+const modelName = ModelNameSchema;
 const common = {
   model: modelName.meta({ description: 'Model name from /api/model/available.', example: 'tiny-sd' }),
   deviceId: z.string().min(1).max(200).optional().meta({ description: 'Run on this device; absent lets the gateway choose.' }),

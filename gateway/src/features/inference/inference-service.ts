@@ -1,4 +1,4 @@
-import { ConflictError, NotFoundError, ValidationError } from '../../errors/gateway-error.js';
+import { ConflictError, NotFoundError, UnprocessableContentError } from '../../errors/gateway-error.js';
 import type { Principal } from '../auth/principal.js';
 import type { Target, WorkerScheduler, WorkerView } from '../scheduling/worker-scheduler.js';
 import type { JobSpec, RunningSession, SessionService } from '../sessions/session-service.js';
@@ -86,7 +86,7 @@ export class InferenceService {
     if (target.deviceId && request.dtype) {
       const device = view.devices.find((d) => d.id === target.deviceId);
       if (device && !device.supportedDtypes.includes(request.dtype)) {
-        throw new ValidationError([
+        throw new UnprocessableContentError([
           { field: 'body.dtype', message: `${request.dtype} is not supported on ${device.id} (${device.supportedDtypes.join(', ')})` },
         ]);
       }

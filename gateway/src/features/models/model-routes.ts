@@ -1,4 +1,5 @@
 import { defineRoute, type RouteSpec } from '../../http/route.js';
+import { WORKER_REFUSALS } from '../../http/route-openapi.js';
 import {
   LoadModelBody,
   LoadModelResultSchema,
@@ -44,7 +45,7 @@ export function modelRoutes(models: ModelService): RouteSpec[] {
       auth: NEEDS_MODELS_MANAGE,
       audit: { action: 'model.validate', target: ({ body }) => body.model },
       request: { body: ValidateModelBody },
-      responses: { 200: { description: 'The verdict and each problem found.', schema: ValidateModelResultSchema } },
+      responses: { ...WORKER_REFUSALS,  200: { description: 'The verdict and each problem found.', schema: ValidateModelResultSchema } },
       handler: async ({ body, context }) => ({
         status: 200,
         body: await models.validate(body.model, body.workerId, context.correlationId),
@@ -59,7 +60,7 @@ export function modelRoutes(models: ModelService): RouteSpec[] {
       auth: NEEDS_MODELS_MANAGE,
       audit: { action: 'model.load', target: ({ body }) => (body.deviceId ? `${body.model}@${body.deviceId}` : body.model) },
       request: { body: LoadModelBody },
-      responses: {
+      responses: { ...WORKER_REFUSALS, 
         200: { description: 'Loaded (or already loaded).', schema: LoadModelResultSchema },
         404: { description: 'Unknown model or device.' },
         409: { description: 'The model failed validation.' },
@@ -76,7 +77,7 @@ export function modelRoutes(models: ModelService): RouteSpec[] {
       auth: NEEDS_MODELS_MANAGE,
       audit: { action: 'model.unload', target: ({ body }) => (body.deviceId ? `${body.model}@${body.deviceId}` : body.model) },
       request: { body: UnloadModelBody },
-      responses: {
+      responses: { ...WORKER_REFUSALS, 
         200: { description: 'Unloaded.', schema: UnloadModelResultSchema },
         404: { description: 'Not loaded there.' },
         409: { description: 'It has jobs in flight.' },

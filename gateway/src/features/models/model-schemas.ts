@@ -1,9 +1,14 @@
 import { z } from 'zod';
 
+/**
+ * A model's folder name: letters, digits, '.', '_', '-', starting with a
+ * letter or digit, never '..' (dot-separated runs, so the pattern itself
+ * states it and schema-valid names are the accepted ones).
+ */
 export const ModelNameSchema = z
   .string()
-  .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/, "must be a model name (letters, digits, '.', '_', '-')")
-  .refine((value) => !value.includes('..'), 'must not contain ..');
+  .max(128)
+  .regex(/^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*\.?$/, "must be a model name (letters, digits, '.', '_', '-'; no '..')");
 
 export const PlacementSchema = z
   .object({

@@ -46,7 +46,11 @@ function describe(workerId: string, m: ModelDescriptor__Output): Model {
 
 /** Models across workers: merged by name, placements kept per worker and device. */
 export class ModelService {
-  constructor(private readonly scheduler: WorkerScheduler) {}
+  constructor(
+    private readonly scheduler: WorkerScheduler,
+    /** Loading reads weights and may compile: far longer than any other unary call (MODEL_LOAD_DEADLINE_MS). */
+    private readonly loadDeadlineMs?: number,
+  ) {}
 
   private async views(correlationId: string): Promise<{ views: WorkerView[]; partial: boolean }> {
     this.scheduler.invalidate();
@@ -101,7 +105,7 @@ export class ModelService {
     const target = await this.scheduler.choose({ model: request.model, deviceId: request.deviceId }, correlationId);
     const response = await target.client.loadModel(
       { model: request.model, deviceId: target.deviceId, dtype: request.dtype ?? '' },
-      { correlationId },
+      { correlationId, ...(this.loadDeadlineMs ? { deadlineMs: this.loadDeadlineMs } : {}) },
     );
     this.scheduler.invalidate(target.worker.id);
     return { model: request.model, placement: placement(target.worker.id, response.placement!), alreadyLoaded: response.alreadyLoaded };

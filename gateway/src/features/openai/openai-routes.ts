@@ -1,5 +1,6 @@
 import type { Request, Response } from 'express';
 import { defineRoute, type RouteSpec } from '../../http/route.js';
+import { WORKER_REFUSALS } from '../../http/route-openapi.js';
 import { NEEDS_CREDENTIAL, NEEDS_INFERENCE } from '../auth/scopes.js';
 import {
   EmbeddingsRequestSchema,
@@ -17,6 +18,7 @@ const TAGS = ['OpenAI-compatible'];
 const ERROR_BODY = { schema: OpenAIErrorSchema, contentType: 'application/json' };
 /** What a job-running route may answer besides its result (and 400/401/403, added for every route). */
 const JOB_REFUSALS = {
+  ...WORKER_REFUSALS,
   404: { description: 'Unknown model (`code: model_not_found`).' },
   429: { description: 'Over a rate limit; see Retry-After.' },
   503: { description: 'No worker can take the job now; see Retry-After.' },

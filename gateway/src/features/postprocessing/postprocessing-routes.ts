@@ -1,4 +1,5 @@
 import { defineRoute, type RouteSpec } from '../../http/route.js';
+import { WORKER_REFUSALS } from '../../http/route-openapi.js';
 import { NEEDS_INFERENCE } from '../auth/scopes.js';
 import { SessionSchema, presentSession } from '../sessions/session-schemas.js';
 import { EnhanceBody, UpscaleBody } from './postprocessing-schemas.js';
@@ -15,7 +16,7 @@ export function postprocessingRoutes(postprocessing: PostprocessingService): Rou
       auth: NEEDS_INFERENCE,
       rateLimit: 'inference',
       request: { body: UpscaleBody },
-      responses: { 200: { description: 'The finished session; its result lists the new file.', schema: SessionSchema } },
+      responses: { ...WORKER_REFUSALS, 200: { description: 'The finished session; its result lists the new file.', schema: SessionSchema } },
       handler: async ({ body, context }) => ({
         status: 200,
         body: presentSession(await postprocessing.upscale(body, context.principal!, context.correlationId)),
@@ -30,7 +31,7 @@ export function postprocessingRoutes(postprocessing: PostprocessingService): Rou
       auth: NEEDS_INFERENCE,
       rateLimit: 'inference',
       request: { body: EnhanceBody },
-      responses: { 200: { description: 'The finished session; its result lists the new file.', schema: SessionSchema } },
+      responses: { ...WORKER_REFUSALS, 200: { description: 'The finished session; its result lists the new file.', schema: SessionSchema } },
       handler: async ({ body, context }) => ({
         status: 200,
         body: presentSession(await postprocessing.enhance(body, context.principal!, context.correlationId)),

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { BASE64 } from '../inference/inference-schemas.js';
 import { ModelNameSchema } from '../models/model-schemas.js';
 
 export const SourceSchema = z
@@ -10,10 +11,11 @@ export const SourceSchema = z
 const Image = z
   .string()
   .min(1)
-  .regex(/^[A-Za-z0-9+/]+={0,2}$/, 'must be base64')
+  .regex(BASE64, 'must be base64')
   .meta({ description: 'PNG or JPEG, base64-encoded.', contentEncoding: 'base64' });
 const exactlyOne = (value: { image?: string; source?: unknown }) => (value.image === undefined) !== (value.source === undefined);
 const ONE_MESSAGE = { message: 'give exactly one of image and source', path: ['image'] };
+const EXACTLY_ONE = [{ required: ['image'] }, { required: ['source'] }];
 
 export const UpscaleBody = z
   .strictObject({
@@ -23,7 +25,7 @@ export const UpscaleBody = z
     model: ModelNameSchema.optional().meta({ description: 'An upscaler model; absent: Lanczos.' }),
   })
   .refine(exactlyOne, ONE_MESSAGE)
-  .meta({ id: 'UpscaleRequest' });
+  .meta({ id: 'UpscaleRequest', oneOf: EXACTLY_ONE });
 
 const factor = z.number().min(0).max(4);
 export const EnhanceBody = z
@@ -33,10 +35,10 @@ export const EnhanceBody = z
     adjustments: z
       .strictObject({ contrast: factor.optional(), color: factor.optional(), sharpness: factor.optional(), exposure: factor.optional() })
       .refine((a) => Object.keys(a).length > 0, 'name at least one of contrast, color, sharpness, exposure')
-      .meta({ description: '1.0 leaves a property unchanged.' }),
+      .meta({ description: '1.0 leaves a property unchanged.', minProperties: 1 }),
   })
   .refine(exactlyOne, ONE_MESSAGE)
-  .meta({ id: 'EnhanceRequest' });
+  .meta({ id: 'EnhanceRequest', oneOf: EXACTLY_ONE });
 
 export type UpscaleRequest = z.infer<typeof UpscaleBody>;
 export type EnhanceRequest = z.infer<typeof EnhanceBody>;

@@ -53,9 +53,28 @@ export const SessionSchema = z
       .nullable()
       .optional()
       .meta({ description: 'While it waits in the queue for a worker with room: sessions ahead of it (0: next).' }),
-    links: z.object({ self: z.string(), events: z.string() }),
+    links: z.object({
+      self: z.string(),
+      events: z.string().meta({
+        description:
+          "Follow it as Server-Sent Events. For the session's owner (create and read) it carries a short-lived stream token " +
+          '(`?access_token=`), so a browser EventSource, which cannot send Authorization, can open it.',
+      }),
+    }),
   })
   .meta({ id: 'Session' });
+
+/** OpenAPI links from a response that holds a session: what a client calls next with its id. */
+export const SESSION_LINKS = {
+  GetSession: { operationId: 'getSession', parameters: { id: '$response.body#/id' }, description: 'Read the session.' },
+  FollowSession: { operationId: 'followSession', parameters: { id: '$response.body#/id' }, description: 'Follow its events (SSE).' },
+  CancelSession: { operationId: 'cancelSession', parameters: { id: '$response.body#/id' }, description: 'Cancel it.' },
+  GetOutput: {
+    operationId: 'getOutput',
+    parameters: { sessionId: '$response.body#/id', file: '$response.body#/result/files/0/name' },
+    description: 'Download its first output file (image tasks).',
+  },
+};
 
 export const SessionPageSchema = z
   .object({
@@ -71,7 +90,7 @@ export const SessionIdParams = z.strictObject({ id: z.uuid({ error: 'must be a s
 export const SessionListQuery = z.strictObject({
   status: SessionStatusSchema.optional(),
   limit: z.coerce.number().int().min(1).max(200).default(50),
-  offset: z.coerce.number().int().min(0).default(0),
+  offset: z.coerce.number().int().min(0).max(1_000_000_000).default(0),
 });
 
 export type SessionBody = z.infer<typeof SessionSchema>;
@@ -96,4 +115,21 @@ export function presentSession(session: Session, queuePosition?: number | null):
     ...(queuePosition !== undefined ? { queuePosition } : {}),
     links: { self, events: `${self}/events` },
   };
+}
+
+export const StreamTokenSchema = z
+  .object({
+    token: z.string().meta({ description: "Opens this session's events only, as `?access_token=`; never another route." }),
+    expiresAt: z.iso.datetime().meta({ description: 'Checked when the stream opens: an open stream outlives it; a reconnect after it needs a new token.' }),
+    events: z.string().meta({ description: 'The events URL with the token, for `new EventSource(url)`.' }),
+  })
+  .meta({ id: 'StreamToken' });
+
+/** The events URL that carries a stream token. */
+export const eventsUrlWithToken = (session: Pick<Session, 'id'>, token: string): string =>
+  `/api/inference/sessions/${session.id}/events?access_token=${encodeURIComponent(token)}`;
+
+/** The session body with its events link carrying the owner's stream token (none: as it was). */
+export function withStreamToken(body: SessionBody, grant: { token: string } | null): SessionBody {
+  return grant ? { ...body, links: { ...body.links, events: eventsUrlWithToken(body, grant.token) } } : body;
 }
