@@ -27,6 +27,7 @@ export interface ResponseSpec {
 /** What documenting a route reads of its declaration (RouteSpec in route.ts). */
 export interface DocumentedRoute {
   method: 'get' | 'post' | 'put' | 'delete';
+  /** OpenAPI-style path, e.g. /api/device/{deviceId}. */
   path: string;
   operationId: string;
   summary: string;
@@ -35,6 +36,7 @@ export interface DocumentedRoute {
   auth: RouteAuth;
   request?: { params?: z.ZodObject<z.ZodRawShape>; query?: z.ZodObject<z.ZodRawShape>; body?: z.ZodType };
   responses: Record<number, ResponseSpec>;
+  /** How this route's errors are documented, when its front writes them in its own shape (default: problem+json). */
   errorBody?: { schema: z.ZodType; contentType: string };
 }
 

@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { ForbiddenError, UnsupportedMediaTypeError, ValidationError, type FieldProblem } from '../errors/gateway-error.js';
 import { isAdmin, type Principal } from '../features/auth/principal.js';
 import { OPERATIONS_SCOPE } from '../features/auth/scopes.js';
-import { toOpenApi, type ResponseSpec, type RouteAuth } from './route-openapi.js';
+import { toOpenApi, type DocumentedRoute, type ResponseSpec } from './route-openapi.js';
 
 export type { ResponseSpec, RouteAuth } from './route-openapi.js';
 import type { RequestContext } from './request-context.js';
@@ -30,19 +30,10 @@ export interface HandlerInput<P extends Shape, Q extends Shape, B extends z.ZodT
   res: Response;
 }
 
-export interface RouteSpec<P extends Shape = Shape, Q extends Shape = Shape, B extends z.ZodType = z.ZodType> {
-  method: 'get' | 'post' | 'put' | 'delete';
-  /** OpenAPI-style path, e.g. /api/device/{deviceId}. */
-  path: string;
-  operationId: string;
-  summary: string;
-  description?: string;
-  tags: string[];
-  auth: RouteAuth;
+/** A route: what route-openapi.ts documents (DocumentedRoute), plus how it is guarded and handled. */
+export interface RouteSpec<P extends Shape = Shape, Q extends Shape = Shape, B extends z.ZodType = z.ZodType>
+  extends Omit<DocumentedRoute, 'request'> {
   request?: { params?: P; query?: Q; body?: B };
-  responses: Record<number, ResponseSpec>;
-  /** How this route's errors are documented, when its front writes them in its own shape (default: problem+json). */
-  errorBody?: { schema: z.ZodType; contentType: string };
   /** Which per-principal limit counts this route: inference routes have their own, stricter one. */
   rateLimit?: 'default' | 'inference';
   /** A session stream token in `?access_token=` may stand for the credential (the session events route only; ADR 0028). */
