@@ -59,6 +59,11 @@ import { mountRoutes, type RouteGuards, type RouteSpec } from './http/route.js';
 import type { RpcSpec } from './grpc/rpc.js';
 import { notFoundHandler, problemMiddleware } from './http/problem-middleware.js';
 import { requestContext } from './http/request-context.js';
+import { NONE_REMOVED, type LayerName } from './ablation/layers.js';
+import { ablatedRequestContext } from './ablation/ablated-request-context.js';
+import { cannedListDevices } from './ablation/canned-list-devices.js';
+import { fixedPrincipal } from './ablation/fixed-principal.js';
+import { RelayOnlyDeviceService } from './ablation/relay-only-device-service.js';
 
 /** Per-client and per-principal limits, in front of every route and rpc (see features/rate-limits). */
 export interface RouteLimits {
@@ -87,6 +92,8 @@ export interface AppDeps {
   rateLimitStoreHealthy?: () => boolean;
   /** How instances tell each other about sessions: PostgreSQL LISTEN/NOTIFY between replicas; in process by default. */
   bus?: SessionBus;
+  /** Layers left out, for the bench's layer ablation only (ablation/layers.ts); never in production. */
+  ablate?: ReadonlySet<LayerName>;
 }
 
 export interface GatewayServices {
@@ -145,6 +152,9 @@ function refuseWhileDraining(readiness: Readiness): RequestHandler {
  */
 export function createApp(config: Config, deps: AppDeps): GatewayApp {
   const { logger, workers, stores } = deps;
+  // Decided here, once: a removed layer is never mounted, and production (nothing removed) builds what it always built.
+  const without = deps.ablate ?? NONE_REMOVED;
+  const on = (layer: LayerName) => !without.has(layer);
   const metrics = deps.metrics ?? new GatewayMetrics();
   const readiness = new Readiness(workers, deps.pingDatabase ?? (async () => 0));
   metrics.observe({
@@ -153,11 +163,15 @@ export function createApp(config: Config, deps: AppDeps): GatewayApp {
     rateLimitStoreHealthy: () => deps.rateLimitStoreHealthy?.() ?? true,
   });
   const audit = new AuditService(stores.audit, logger);
-  const apiKeys = new ApiKeyService(stores.apiKeys, logger, config.adminApiKey);
+  const bus = deps.bus ?? new LocalSessionBus();
+  const apiKeys = new ApiKeyService(stores.apiKeys, logger, {
+    bootstrapAdminKey: config.adminApiKey,
+    cacheSeconds: config.apiKeyCacheSeconds,
+    revocations: bus,
+  });
   const authenticator = new Authenticator(config, config.authApiKeysEnabled ? apiKeys : null, metrics);
   // Placement reads cheap worker metadata: a worker that does not answer within the health deadline is skipped.
   const scheduler = new WorkerScheduler(workers, Math.min(config.grpcDeadlineMs, config.healthCheckDeadlineMs), config.maxInflightPerWorker);
-  const bus = deps.bus ?? new LocalSessionBus();
   const lease = new InstanceLease(stores.instances, config.sessionLeaseSeconds * 1000, logger);
   const sessions = new SessionService({
     sessions: stores.sessions,
@@ -177,7 +191,10 @@ export function createApp(config: Config, deps: AppDeps): GatewayApp {
   const streams = new StreamAdmission({ perPrincipal: config.maxSseStreamsPerPrincipal, total: config.maxSseStreams });
   const inference = new InferenceService(sessions, scheduler);
   const batches = new BatchService({ batches: stores.batches, sessions: stores.sessions, sessionService: sessions, inference, scheduler, logger });
-  const devices = new DeviceService(workers, scheduler, config.grpcDeadlineMs);
+  const devicePool = on('grpc') ? workers : cannedListDevices(workers);
+  const devices = on('handler')
+    ? new DeviceService(devicePool, scheduler, config.grpcDeadlineMs)
+    : new RelayOnlyDeviceService(devicePool, scheduler, config.grpcDeadlineMs);
   const health = new HealthService(workers, {
     deadlineMs: config.healthCheckDeadlineMs,
     version: deps.version,
@@ -199,8 +216,9 @@ export function createApp(config: Config, deps: AppDeps): GatewayApp {
 
   const internal = allowList(config.internalAllowList);
   const guards: RouteGuards = {
-    authenticate: (onFailure) => authenticator.middleware(onFailure),
-    ...(deps.limits ?? {}),
+    authenticate: on('auth') ? (onFailure) => authenticator.middleware(onFailure) : fixedPrincipal,
+    ...(deps.limits && on('client-limit') ? { perClient: deps.limits.perClient } : {}),
+    ...(deps.limits && on('principal-limit') ? { perPrincipal: deps.limits.perPrincipal, inference: deps.limits.inference } : {}),
     jsonBody: express.json({ limit: config.requestBodyLimitBytes }),
     streamToken: streamTokenAuth(streamTokens, metrics),
     internalAccess: (req: Request) => {
@@ -248,7 +266,7 @@ export function createApp(config: Config, deps: AppDeps): GatewayApp {
       ...adminRoutes(apiKeys, audit),
       ...openAiRoutes(openai),
   ];
-  const router = mountRoutes(routes, { registry, guards });
+  const router = mountRoutes(routes, { registry, guards, without });
   // The same operations over gRPC: each rpc takes auth, scope, limits, schemas and audit from its route.
   const rpcs = [
       ...authRpcs(),
@@ -280,42 +298,48 @@ export function createApp(config: Config, deps: AppDeps): GatewayApp {
   // Exactly the proxy hops that exist (NGINX); with the default, a
   // client-sent X-Forwarded-For never changes req.ip.
   app.set('trust proxy', config.trustProxy);
-  app.use(requestContext(logger, metrics));
   app.use(
-    helmet({
-      contentSecurityPolicy: {
-        directives: {
-          defaultSrc: ["'self'"],
-          // Swagger UI: its bundle and init script are files; it styles inline and uses data: images.
-          scriptSrc: ["'self'"],
-          styleSrc: ["'self'", "'unsafe-inline'"],
-          imgSrc: ["'self'", 'data:'],
-          connectSrc: ["'self'"],
-          objectSrc: ["'none'"],
-          frameAncestors: ["'none'"],
+    on('context') && on('access-log') && on('metrics') ? requestContext(logger, metrics) : ablatedRequestContext(logger, metrics, without),
+  );
+  if (on('helmet')) {
+    app.use(
+      helmet({
+        contentSecurityPolicy: {
+          directives: {
+            defaultSrc: ["'self'"],
+            // Swagger UI: its bundle and init script are files; it styles inline and uses data: images.
+            scriptSrc: ["'self'"],
+            styleSrc: ["'self'", "'unsafe-inline'"],
+            imgSrc: ["'self'", 'data:'],
+            connectSrc: ["'self'"],
+            objectSrc: ["'none'"],
+            frameAncestors: ["'none'"],
+          },
         },
-      },
-      crossOriginResourcePolicy: { policy: 'same-origin' },
-    }),
-  );
+        crossOriginResourcePolicy: { policy: 'same-origin' },
+      }),
+    );
+  }
   const origins = new Set(config.corsOrigins ?? []);
-  app.use(
-    cors({
-      // Listed origins only (never a wildcard), credentials allowed for them.
-      origin: (origin, callback) => callback(null, origin !== undefined && origins.has(origin)),
-      credentials: true,
-      allowedHeaders: ['Authorization', 'Content-Type', 'X-API-Key', 'X-Request-Id', 'Last-Event-ID'],
-      exposedHeaders: ['X-Request-Id', 'Location', 'Retry-After', 'RateLimit', 'RateLimit-Policy', 'X-Session-Id', 'X-Seed'],
-      maxAge: 600,
-    }),
-  );
-  app.use(refuseWhileDraining(readiness));
+  if (on('cors')) {
+    app.use(
+      cors({
+        // Listed origins only (never a wildcard), credentials allowed for them.
+        origin: (origin, callback) => callback(null, origin !== undefined && origins.has(origin)),
+        credentials: true,
+        allowedHeaders: ['Authorization', 'Content-Type', 'X-API-Key', 'X-Request-Id', 'Last-Event-ID'],
+        exposedHeaders: ['X-Request-Id', 'Location', 'Retry-After', 'RateLimit', 'RateLimit-Policy', 'X-Session-Id', 'X-Seed'],
+        maxAge: 600,
+      }),
+    );
+  }
+  if (on('draining')) app.use(refuseWhileDraining(readiness));
   app.use(router);
   const openapi = generateDocument(registry, deps.version);
   app.use(docsRouter(openapi));
   app.use(methodNotAllowed([...routes, ...DOCS_OPERATIONS]));
   app.use(notFoundHandler());
-  app.use(problemMiddleware(metrics, [openAiErrorBody]));
+  if (on('problem-writer')) app.use(problemMiddleware(metrics, [openAiErrorBody]));
   return {
     app,
     grpc,

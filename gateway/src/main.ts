@@ -19,6 +19,7 @@ import { PgSessionBus } from './infra/bus/pg-session-bus.js';
 import { LocalSessionBus } from './infra/bus/session-bus.js';
 import { readGatewayVersion } from './version.js';
 import { startGrpcServer } from './grpc/grpc-server.js';
+import type { LayerName } from './ablation/layers.js';
 
 export interface RunningGateway {
   config: Config;
@@ -38,6 +39,8 @@ export interface RunningGateway {
 export interface StartOptions {
   /** Where JSON log lines go (stdout by default); tests capture them. */
   logStream?: Writable;
+  /** Layers left out, for the bench's layer ablation only (gateway/bench/ablation-server.ts; ablation/layers.ts). */
+  ablate?: ReadonlySet<LayerName>;
 }
 
 /** Boot the whole gateway: config, logger, workers, HTTP server. */
@@ -65,9 +68,11 @@ export async function startGateway(env: NodeJS.ProcessEnv, options: StartOptions
   const database = createDatabase({ databaseUrl: config.databaseUrl, dataDirectory: config.dataDirectory }, logger);
   instrumentDatabase(database.knex, metrics);
   await database.migrate();
-  const workers = await createWorkerPool(config, logger, env, (worker, rpc, code, seconds) =>
-    metrics.grpcDuration.observe({ worker, rpc, code }, seconds),
-  );
+  // The worker-call histogram is part of the per-request metrics the ablation can remove.
+  const observeCall = options.ablate?.has('metrics')
+    ? undefined
+    : (worker: string, rpc: string, code: string, seconds: number) => metrics.grpcDuration.observe({ worker, rpc, code }, seconds);
+  const workers = await createWorkerPool(config, logger, env, observeCall);
   await workers.start();
   // Health checks with a deadline: a frozen or partitioned worker is taken out of scheduling within seconds.
   const monitor = new HealthMonitor(workers, config.workerHealthIntervalMs, config.healthCheckDeadlineMs, logger);
@@ -108,7 +113,9 @@ export async function startGateway(env: NodeJS.ProcessEnv, options: StartOptions
     pingDatabase: () => database.ping(),
     rateLimitStoreHealthy: () => limits.status().healthy,
     bus,
+    ...(options.ablate ? { ablate: options.ablate } : {}),
   });
+  if (options.ablate?.size) logger.warn('layers removed for the layer ablation bench; not for production', { layers: [...options.ablate] });
   // A lease of its own before serving; sessions of instances that went away are taken over once their leases run out.
   await services.lease.register();
   await services.dispatcher.start();

@@ -59,6 +59,11 @@ export const settings = {
   ),
   authJwtEnabled: setting('AUTH_JWT_ENABLED', 'Accept JWT bearer tokens.', bool(true)),
   authApiKeysEnabled: setting('AUTH_API_KEYS_ENABLED', 'Accept API keys (X-API-Key or Authorization: ApiKey).', bool(true)),
+  apiKeyCacheSeconds: setting(
+    'API_KEY_CACHE_SECONDS',
+    'How long a verified API key is trusted without reading its row again (0: read every time). Revocation reaches every replica at once over the bus; this bounds what a lost notification could leave.',
+    int(0, 300).default(30),
+  ),
   jwtSecret: setting(
     'JWT_SECRET',
     'HMAC key for bearer tokens (HS256); at least 32 characters. Required unless JWT_PUBLIC_KEY or JWT_JWKS_URL is set.',

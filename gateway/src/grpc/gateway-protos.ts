@@ -7,6 +7,8 @@ import { protoRoot } from '../infra/paths.js';
 export const GATEWAY_SERVICE_NAME = 'device_ops.gateway.v1.DeviceOperations';
 
 export const GATEWAY_PROTO_FILE = join(protoRoot, 'device_ops/gateway/v1/gateway_service.proto');
+/** Served on the same port; loaded with the service so reflection lists it too (grpcurl … grpc.health.v1.Health/Check). */
+const HEALTH_PROTO_FILE = join(protoRoot, 'grpc/health/v1/health.proto');
 
 /**
  * How the gRPC front decodes requests: as the JSON a REST body would be, so
@@ -38,7 +40,7 @@ let cached: GatewayProtos | undefined;
 
 export function loadGatewayProtos(): GatewayProtos {
   if (!cached) {
-    const definition = protoLoader.loadSync(GATEWAY_PROTO_FILE, GATEWAY_LOADER_OPTIONS);
+    const definition = protoLoader.loadSync([GATEWAY_PROTO_FILE, HEALTH_PROTO_FILE], GATEWAY_LOADER_OPTIONS);
     cached = { definition, service: definition[GATEWAY_SERVICE_NAME] as grpc.ServiceDefinition };
   }
   return cached;

@@ -1,6 +1,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { ReflectionService } from '@grpc/reflection';
 import { HealthImplementation } from 'grpc-health-check';
+import { withDeclaredImports } from './reflection-descriptors.js';
 import type { Readiness } from '../features/health/readiness.js';
 import type { Logger } from '../infra/logger.js';
 import { GATEWAY_SERVICE_NAME, loadGatewayProtos } from './gateway-protos.js';
@@ -42,7 +43,7 @@ export async function startGrpcServer(options: {
   server.addService(protos.service, options.implementation);
   const health = new HealthImplementation({ '': 'NOT_SERVING', [GATEWAY_SERVICE_NAME]: 'NOT_SERVING' });
   health.addToServer(server);
-  new ReflectionService(protos.definition).addToServer(server);
+  new ReflectionService(withDeclaredImports(protos.definition)).addToServer(server);
 
   let serving: boolean | null = null;
   let stopped = false;

@@ -5,6 +5,7 @@ import { ForbiddenError, UnsupportedMediaTypeError, ValidationError, type FieldP
 import { isAdmin, type Principal } from '../features/auth/principal.js';
 import { OPERATIONS_SCOPE } from '../features/auth/scopes.js';
 import { toOpenApi, type DocumentedRoute, type ResponseSpec } from './route-openapi.js';
+import { NONE_REMOVED, type LayerName } from '../ablation/layers.js';
 
 export type { ResponseSpec, RouteAuth } from './route-openapi.js';
 import type { RequestContext } from './request-context.js';
@@ -127,6 +128,12 @@ function validator(spec: RouteSpec): RequestHandler {
   };
 }
 
+/** In place of validation when the bench removes that layer: the handler gets the raw params, query and body. */
+const unvalidated: RequestHandler = (req, _res, next) => {
+  validatedInput(req).validated = { params: req.params, query: req.query, body: req.body };
+  next();
+};
+
 const hasBody = (req: Request) => Number(req.get('content-length') ?? 0) > 0 || req.get('transfer-encoding') !== undefined;
 
 // Validated input travels on the request without widening Express's types.
@@ -159,14 +166,19 @@ function requireScope(scope: string | null, onDenied?: (req: Request) => void): 
  * Mount routes on a router and document each in the OpenAPI registry from
  * the same schemas that validate it. Order per route, cheapest refusal
  * first: per-client limit, authentication, scope, per-principal limit, body
- * parsing, validation, handler (with its audit entry).
+ * parsing, validation, handler (with its audit entry). `without` is for the
+ * bench's layer ablation only (ablation/layers.ts): body parsing or
+ * validation left out of every route.
  */
 export function mountRoutes(
   routes: readonly RouteSpec[],
-  options: { registry: OpenAPIRegistry; guards: RouteGuards },
+  options: { registry: OpenAPIRegistry; guards: RouteGuards; without?: ReadonlySet<LayerName> },
 ): Router {
   const router = Router();
   const { guards } = options;
+  const without = options.without ?? NONE_REMOVED;
+  const parseBodies = !without.has('body-parsing');
+  const validate = !without.has('validation');
   for (const spec of routes) {
     options.registry.registerPath(toOpenApi(spec));
     const chain: RequestHandler[] = [];
@@ -185,8 +197,8 @@ export function mountRoutes(
       const limiter = spec.rateLimit === 'inference' ? guards.inference : guards.perPrincipal;
       if (limiter) chain.push(limiter);
     }
-    if (spec.request?.body) chain.push(guards.jsonBody);
-    if (spec.request) chain.push(validator(spec));
+    if (spec.request?.body && parseBodies) chain.push(guards.jsonBody);
+    if (spec.request) chain.push(validate ? validator(spec) : unvalidated);
     chain.push(async (req, res) => {
       const validated = validatedInput(req).validated;
       const input = {

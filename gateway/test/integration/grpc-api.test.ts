@@ -21,6 +21,7 @@ import {
 import { samples } from '../helpers/metrics.js';
 import { startRealGatewayOn, type GatewayOnDatabase } from '../helpers/real-gateway.js';
 import { unsignedToken } from '../helpers/tokens.js';
+import { requireTool } from '../helpers/tools.js';
 import { MACHINE_MARGIN_MS, waitFor } from '../helpers/wait.js';
 
 /**
@@ -383,6 +384,28 @@ describe('a Python grpcio client (examples/grpc-client, stubs generated from pro
     const limited = (await run(['submit', 'a kite'], token('hasty'))).lines[0]!.error;
     expect(limited).toMatchObject({ code: 'RESOURCE_EXHAUSTED', reason: 'rate-limited' });
     expect(limited.retryAfterSeconds).toBeGreaterThan(0);
+  });
+});
+
+describe("grpcurl, as the README calls the gateway (reflection, no .proto files)", () => {
+  const grpcurl = requireTool('grpcurl', 'go install github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.4 (.ci/run does)');
+  const call = (args: string[]) =>
+    promisify(execFile)(grpcurl!, args).then(
+      (done) => ({ code: 0, stdout: done.stdout, stderr: done.stderr }),
+      (failed: { code: number; stdout: string; stderr: string }) => ({ code: failed.code, stdout: failed.stdout, stderr: failed.stderr }),
+    );
+
+  it.skipIf(!grpcurl)('lists the service by reflection and calls ListDevices with a bearer token, exactly the README line', async () => {
+    const services = await call(['-plaintext', address, 'list']);
+    expect(services.stdout.split('\n')).toEqual(expect.arrayContaining(['device_ops.gateway.v1.DeviceOperations', 'grpc.health.v1.Health']));
+    const listed = await call(['-plaintext', '-H', `authorization: Bearer ${sign('curl', 'inference')}`, address, 'device_ops.gateway.v1.DeviceOperations/ListDevices']);
+    expect(listed.code, listed.stderr).toBe(0);
+    expect(JSON.parse(listed.stdout).devices[0]).toMatchObject({ workerId: 'worker-0', kind: 'cpu' });
+    const refused = await call(['-plaintext', address, 'device_ops.gateway.v1.DeviceOperations/ListDevices']);
+    expect(refused.code).not.toBe(0);
+    expect(refused.stderr).toContain('Code: Unauthenticated');
+    const health = await call(['-plaintext', '-d', '{"service":"device_ops.gateway.v1.DeviceOperations"}', address, 'grpc.health.v1.Health/Check']);
+    expect(JSON.parse(health.stdout)).toEqual({ status: 'SERVING' });
   });
 });
 

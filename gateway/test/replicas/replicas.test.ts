@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -5,6 +6,7 @@ import type { Knex } from 'knex';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { SessionBody } from '../../src/features/sessions/session-schemas.js';
 import { createPostgresTestUrl, postgresServer } from '../helpers/databases.js';
+import { gatewayClient, serverStream, unary } from '../helpers/grpc-client.js';
 import { spawnGatewayProcess, type GatewayProcess } from '../helpers/gateway-process.js';
 import { startStandaloneWorker, type StandaloneWorker } from '../helpers/standalone-worker.js';
 import { MACHINE_MARGIN_MS, waitFor } from '../helpers/wait.js';
@@ -167,6 +169,36 @@ describe.skipIf(!postgresServer())('sessions across gateway replicas', () => {
     // The issue's bound is 1 s; the margin is this machine's (two suites at once).
     expect(cancelled - asked).toBeLessThan(1000 + MACHINE_MARGIN_MS);
     expect((await readSession(other, session.id)).result).toMatchObject({ reason: expect.any(String) });
+  }, 120_000);
+
+  it('runs a session created over gRPC on one replica that another reads and serves; watches over gRPC a REST session created elsewhere', async () => {
+    const [first, second] = live();
+    const grpcAddress = String(first!.lines.find((l) => l.message === 'gateway listening')!.grpcAddress).replace('localhost', '127.0.0.1');
+    const client = gatewayClient(grpcAddress);
+    try {
+      const created = await unary(client, 'createSession', { model: 'tiny-sd', textToImage: { prompt: 'across replicas', steps: 2, width: 64, height: 64, seed: 3 } }, alice);
+      expect(created.error).toBeUndefined();
+      const id = String(created.response!.id);
+      const done = await waitFor(async () => {
+        const session = await readSession(second!, id);
+        return session.status === 'succeeded' ? session : undefined;
+      }, { timeoutMs: 60_000, what: 'the gRPC session to succeed, read on the other replica' });
+      expect(done.owner).toBe('jwt:alice');
+      const file = (done.result as { files: { url: string; sha256: string }[] }).files[0]!;
+      const png = Buffer.from(await (await fetch(`${second!.url}${file.url}`, { headers: alice })).arrayBuffer());
+      expect(png.subarray(1, 4).toString()).toBe('PNG');
+      expect(createHash('sha256').update(png).digest('hex')).toBe(file.sha256);
+
+      const restSession = await submit(second!, tinyImageJob(901));
+      const watched = await serverStream(client, 'watchSession', { id: restSession.id }, alice);
+      expect(watched.status.code).toBe(0);
+      expect(watched.events.at(-1)!.type).toBe('result');
+      expect(watched.events.map((e) => e.sequence)).toEqual(watched.events.map((_e, i) => i + 1));
+      const resumed = await serverStream(client, 'watchSession', { id: restSession.id, afterSequence: 2 }, alice);
+      expect(resumed.events.map((e) => e.sequence)).toEqual(watched.events.slice(2).map((e) => e.sequence));
+    } finally {
+      client.close();
+    }
   }, 120_000);
 
   it("reattaches the job of an owner killed mid-job: the session ends succeeded with its output, followers elsewhere see no gap", async () => {

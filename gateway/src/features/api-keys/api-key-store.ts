@@ -82,8 +82,13 @@ export class ApiKeyDbStore implements ApiKeyStore {
     return this.get(id);
   }
 
-  async touch(id: string, at: Date): Promise<void> {
-    await this.db(TABLE).where('id', id).update({ last_used_at: toDbTimestamp(at) });
+  async touch(id: string, at: Date, minIntervalMs: number): Promise<void> {
+    // Conditional, so many replicas write the row at most once per interval between them.
+    const due = toDbTimestamp(new Date(at.getTime() - minIntervalMs));
+    await this.db(TABLE)
+      .where('id', id)
+      .andWhere((q) => q.whereNull('last_used_at').orWhere('last_used_at', '<', due))
+      .update({ last_used_at: toDbTimestamp(at) });
   }
 }
 
@@ -116,8 +121,8 @@ export class FakeApiKeyStore implements ApiKeyStore {
     return this.get(id);
   }
 
-  async touch(id: string, at: Date): Promise<void> {
+  async touch(id: string, at: Date, minIntervalMs: number): Promise<void> {
     const key = this.rows.get(id);
-    if (key) key.lastUsedAt = at;
+    if (key && (!key.lastUsedAt || key.lastUsedAt.getTime() < at.getTime() - minIntervalMs)) key.lastUsedAt = at;
   }
 }

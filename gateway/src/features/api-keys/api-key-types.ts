@@ -30,5 +30,6 @@ export interface ApiKeyStore {
   list(): Promise<ApiKey[]>;
   /** Returns the key after revocation; undefined when unknown. */
   revoke(id: string, at: Date): Promise<ApiKey | undefined>;
-  touch(id: string, at: Date): Promise<void>;
+  /** Records a use, unless one was recorded less than minIntervalMs before `at`. */
+  touch(id: string, at: Date, minIntervalMs: number): Promise<void>;
 }

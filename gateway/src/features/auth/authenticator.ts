@@ -5,6 +5,7 @@ import { UnauthorizedError } from '../../errors/gateway-error.js';
 import type { ApiKeyService } from '../api-keys/api-key-service.js';
 import { credentialOf, type AuthFailure, type CredentialHeaders } from './credentials.js';
 import { JwtVerifier } from './jwt-verifier.js';
+import { VerifiedTokenCache } from './verified-token-cache.js';
 import type { Principal } from './principal.js';
 import type { GatewayMetrics } from '../../infra/metrics.js';
 
@@ -29,6 +30,7 @@ export function reasonLabel(reason: string): string {
  */
 export class Authenticator {
   private readonly jwt: JwtVerifier | null;
+  private readonly verifiedTokens = new VerifiedTokenCache();
 
   constructor(
     config: Config,
@@ -43,8 +45,13 @@ export class Authenticator {
     if (credential.method === 'none' && 'reason' in credential) return credential;
     if (credential.method === 'jwt') {
       if (!this.jwt) return { method: 'jwt', reason: 'JWT authentication is disabled' };
+      const token = (credential as { value: string }).value;
+      const known = this.verifiedTokens.get(token);
+      if (known) return known;
       const outcome = await this.jwt.verify(headers);
-      return 'principal' in outcome ? outcome.principal : { method: 'jwt', reason: outcome.reason };
+      if (!('principal' in outcome)) return { method: 'jwt', reason: outcome.reason };
+      this.verifiedTokens.set(token, outcome.principal, outcome.expiresAtMs);
+      return outcome.principal;
     }
     if (!this.apiKeys) return { method: 'api-key', reason: 'API key authentication is disabled' };
     const outcome = await this.apiKeys.authenticate((credential as { value: string }).value);

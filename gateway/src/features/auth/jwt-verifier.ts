@@ -42,7 +42,8 @@ export function verificationKey(config: Config): KeyObject | undefined {
   return config.jwtJwksUrl ? undefined : publicKey(config.jwtPublicKey!);
 }
 
-export type JwtOutcome = { principal: Principal } | { reason: string };
+/** A verified token's principal and when the token expires (ms), or why it was refused. */
+export type JwtOutcome = { principal: Principal; expiresAtMs: number } | { reason: string };
 
 /**
  * Bearer tokens through passport-jwt: an explicit algorithm allow-list (so
@@ -83,7 +84,8 @@ export class JwtVerifier {
         // jsonwebtoken checks exp only when present; we require it.
         if (typeof claims.exp !== 'number') return done(null, false, { message: 'token has no exp claim' });
         if (typeof claims.sub !== 'string' || claims.sub.length === 0) return done(null, false, { message: 'token has no sub claim' });
-        return done(null, { id: `jwt:${claims.sub}`, subject: claims.sub, scopes: scopesOf(claims), method: 'jwt' });
+        const principal: Principal = { id: `jwt:${claims.sub}`, subject: claims.sub, scopes: scopesOf(claims), method: 'jwt' };
+        return done(null, principal, { expiresAtMs: claims.exp * 1000 });
       }),
     );
   }
@@ -99,7 +101,7 @@ export class JwtVerifier {
           if (error || !principal) {
             const reason = info instanceof Error ? info.message : ((info as { message?: string })?.message ?? String(error));
             resolve({ reason });
-          } else resolve({ principal });
+          } else resolve({ principal, expiresAtMs: (info as { expiresAtMs: number }).expiresAtMs });
         },
       ) as (req: { headers: CredentialHeaders }, res: unknown, next: (error?: unknown) => void) => void;
       authenticate(req, {}, (error) => resolve({ reason: String(error) }));

@@ -9,7 +9,7 @@ const MAX_PAYLOAD_BYTES = 7_500;
 const RECONNECT_MIN_MS = 250;
 const RECONNECT_MAX_MS = 5_000;
 
-type Message = { t: 'stored'; u: [string, number][] } | { t: 'cancel'; id: string } | { t: 'queued' };
+type Message = { t: 'stored'; u: [string, number][] } | { t: 'cancel'; id: string } | { t: 'queued' } | { t: 'revoked'; id: string };
 
 /**
  * The session bus between replicas over PostgreSQL LISTEN/NOTIFY: one
@@ -62,6 +62,12 @@ export class PgSessionBus extends ListeningSessionBus {
     this.send({ t: 'queued' });
   }
 
+  publishKeyRevoked(keyId: string): void {
+    // Here at once (the revoking request's own instance), then everywhere.
+    this.listeners.deliverKeyRevoked(keyId);
+    this.send({ t: 'revoked', id: keyId });
+  }
+
   async close(): Promise<void> {
     this.closed = true;
     if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
@@ -86,6 +92,7 @@ export class PgSessionBus extends ListeningSessionBus {
     if (message.t === 'stored') for (const [sessionId, upTo] of message.u) this.listeners.deliverStored(sessionId, upTo);
     else if (message.t === 'cancel') this.listeners.deliverCancel(message.id);
     else if (message.t === 'queued') this.listeners.deliverQueued();
+    else if (message.t === 'revoked') this.listeners.deliverKeyRevoked(message.id);
   }
 
   private async connect(): Promise<void> {
@@ -102,6 +109,8 @@ export class PgSessionBus extends ListeningSessionBus {
         return;
       }
       this.client = client;
+      // Revocations sent while not listening were missed: nothing cached before now is trusted.
+      this.listeners.deliverKeyRevoked(null);
       if (this.reconnectMs > RECONNECT_MIN_MS) this.logger.info('session bus listening again');
       this.reconnectMs = RECONNECT_MIN_MS;
     } catch (error) {
@@ -113,6 +122,8 @@ export class PgSessionBus extends ListeningSessionBus {
   private lost(client: pg.Client, error: unknown): void {
     if (this.closed || this.reconnectTimer) return;
     if (this.client === client) this.client = null;
+    // Until listening again, a revocation elsewhere would go unheard: stop trusting cached keys.
+    this.listeners.deliverKeyRevoked(null);
     this.logger.warn('session bus lost its connection; reconnecting', { retryInMs: this.reconnectMs, err: error });
     this.reconnectTimer = setTimeout(() => {
       this.reconnectTimer = null;

@@ -2,7 +2,8 @@
  * What gateway instances tell each other about sessions: events stored (so
  * followers on any instance read them), cancellations (so the owner stops
  * the job), and work queued (so dispatchers look now rather than at their
- * next poll). PostgreSQL LISTEN/NOTIFY between replicas
+ * next poll); and API keys revoked (so no instance keeps trusting a cached
+ * key). PostgreSQL LISTEN/NOTIFY between replicas
  * (pg-session-bus.ts); in process with SQLite, where there is
  * one. Delivery is best effort: followers and dispatchers also poll slowly,
  * so a notification lost to a reconnect costs latency, not correctness.
@@ -12,9 +13,12 @@ export interface SessionBus {
   publishStored(upTo: ReadonlyMap<string, number>): void;
   publishCancel(sessionId: string): void;
   publishQueued(): void;
+  publishKeyRevoked(keyId: string): void;
   onStored(sessionId: string, listener: (upTo: number) => void): () => void;
   onCancel(listener: (sessionId: string) => void): () => void;
   onQueued(listener: () => void): () => void;
+  /** A key was revoked; null when notifications may have been missed (so any key may have been). */
+  onKeyRevoked(listener: (keyId: string | null) => void): () => void;
   close(): Promise<void>;
 }
 
@@ -23,6 +27,7 @@ export class BusListeners {
   private readonly stored = new Map<string, Set<(upTo: number) => void>>();
   private readonly cancels = new Set<(sessionId: string) => void>();
   private readonly queued = new Set<() => void>();
+  private readonly revoked = new Set<(keyId: string | null) => void>();
 
   onStored(sessionId: string, listener: (upTo: number) => void): () => void {
     let set = this.stored.get(sessionId);
@@ -42,6 +47,15 @@ export class BusListeners {
   onQueued(listener: () => void): () => void {
     this.queued.add(listener);
     return () => this.queued.delete(listener);
+  }
+
+  onKeyRevoked(listener: (keyId: string | null) => void): () => void {
+    this.revoked.add(listener);
+    return () => this.revoked.delete(listener);
+  }
+
+  deliverKeyRevoked(keyId: string | null): void {
+    for (const listener of this.revoked) listener(keyId);
   }
 
   deliverStored(sessionId: string, upTo: number): void {
@@ -69,6 +83,7 @@ export abstract class ListeningSessionBus implements SessionBus {
   abstract publishStored(upTo: ReadonlyMap<string, number>): void;
   abstract publishCancel(sessionId: string): void;
   abstract publishQueued(): void;
+  abstract publishKeyRevoked(keyId: string): void;
   abstract close(): Promise<void>;
 
   onStored(sessionId: string, listener: (upTo: number) => void): () => void {
@@ -81,6 +96,10 @@ export abstract class ListeningSessionBus implements SessionBus {
 
   onQueued(listener: () => void): () => void {
     return this.listeners.onQueued(listener);
+  }
+
+  onKeyRevoked(listener: (keyId: string | null) => void): () => void {
+    return this.listeners.onKeyRevoked(listener);
   }
 }
 
@@ -99,6 +118,10 @@ export class LocalSessionBus extends ListeningSessionBus {
 
   publishQueued(): void {
     queueMicrotask(() => this.listeners.deliverQueued());
+  }
+
+  publishKeyRevoked(keyId: string): void {
+    this.listeners.deliverKeyRevoked(keyId);
   }
 
   async close(): Promise<void> {}
