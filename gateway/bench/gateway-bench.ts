@@ -457,6 +457,19 @@ async function grpcFront(source: EventSourceWorker, gateway: Gateway, address: s
     calls += done;
     gatewayRps.push(done / 4);
   }
+  // The floor of both legs: a grpc-js server with no logic relaying ListDevices (grpc-floor-server.ts), pinned alike.
+  const floor = await spawnPinned(['--import', 'tsx', join(repoRoot, 'gateway', 'bench', 'grpc-floor-server.ts')], { PATH: process.env.PATH, WORKER_ADDRESS: address }, 'grpc floor listening');
+  const relay = new protos.device_ops.v1.WorkerService(local(floor.ready.address as string), grpc.credentials.createInsecure());
+  const viaFloor = () =>
+    new Promise<void>((resolve, reject) => {
+      relay.listDevices({}, { deadline: Date.now() + 10_000 }, (error: grpc.ServiceError | null) => (error ? reject(error) : resolve()));
+    });
+  await concurrently(viaFloor, 50, 2);
+  const floorBefore = cpuMicros(floor.pid);
+  const floorCalls = await concurrently(viaFloor, 50, 4);
+  const floorCpuMicrosPerCall = (cpuMicros(floor.pid) - floorBefore) / floorCalls;
+  relay.close();
+  await stopProcess(floor.child);
   worker.close();
   // The front alone: WhoAmI runs the same chain (limits, authentication, logging, metrics) with no worker call.
   const whoAmI = () =>
@@ -490,6 +503,7 @@ async function grpcFront(source: EventSourceWorker, gateway: Gateway, address: s
   return {
     ...addedLatency(directMs, gatewayMs, 'gateway'),
     gatewayCpuMicrosPerCall: cpu / calls,
+    floorCpuMicrosPerCall,
     whoAmICpuMicrosPerCall,
     directCallsPerSecond: mean(directRps),
     gatewayCallsPerSecond: mean(gatewayRps),
@@ -657,6 +671,7 @@ async function main(): Promise<void> {
         growth.growth < 0.1 && growth.failed === 0,
       ],
       ['gRPC API: gateway CPU per ListDevices call (µs)', front.gatewayCpuMicrosPerCall.toFixed(0), '≤ 150', front.gatewayCpuMicrosPerCall <= 150],
+      ['  floor: grpc-js relay with no logic, same rpc (µs)', front.floorCpuMicrosPerCall.toFixed(0), '', true],
       ['  WhoAmI (the front alone, no worker call) (µs)', front.whoAmICpuMicrosPerCall.toFixed(0), '', true],
       ['gRPC API: added latency at 1 call, p50 (ms)', front.addedP50Ms.toFixed(3), '≤ 0.25', front.addedP50Ms <= 0.25],
       ['  p99 added; direct p50 / gateway p50 (ms)', `${front.addedP99Ms.toFixed(3)}; ${front.directP50Ms.toFixed(3)} / ${front.gatewayP50Ms.toFixed(3)}`, '', true],

@@ -47,7 +47,10 @@ describe.each(['sqlite', 'postgres'] as Dialect[])('API keys and audit through t
   beforeAll(async () => {
     if (!dialectAvailable(dialect)) return;
     worker = await startStandaloneWorker({ id: `keys-${dialect}`, dir: mkdtempSync(join(tmpdir(), 'keys-worker-')) });
-    const env = { WORKER_ADDRESSES: worker.address, LOG_LEVEL: 'warn' };
+    // Every request reads the key's row here (API_KEY_CACHE_SECONDS=0), so a row changed by hand (time made
+    // to pass) is seen at once; the cache, and revocation pushed to replicas, have their own suites
+    // (unit/api-key-cache.test.ts, replicas/api-key-revocation.test.ts).
+    const env = { WORKER_ADDRESSES: worker.address, LOG_LEVEL: 'warn', API_KEY_CACHE_SECONDS: '0' };
     first = await startRealGatewayOn(dialect, env);
     // A second instance on the same PostgreSQL database.
     if (dialect === 'postgres') second = await startRealGatewayOn(dialect, { ...env, DATABASE_URL: first.gateway.config.databaseUrl! });
