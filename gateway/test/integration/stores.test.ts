@@ -291,8 +291,11 @@ describe.each([databaseBackend('postgres'), databaseBackend('sqlite'), fakeBacke
 
         // Only the owner records the dispatch and ends it; an end is written once.
         const deadlineAt = new Date(Date.now() + 60_000);
-        expect(await sessions.dispatch(ids[2]!, 'b', { workerId: 'w', deadlineAt, afterSequence: 2 })).toBe(false);
-        expect(await sessions.dispatch(ids[2]!, 'a', { workerId: 'w', deadlineAt, afterSequence: 2 })).toBe(true);
+        expect(await sessions.dispatch(ids[2]!, 'b', { workerId: 'w', deadlineAt, afterSequence: 2 })).toBeNull();
+        expect(await sessions.dispatch(ids[2]!, 'a', { workerId: 'w', deadlineAt, afterSequence: 2 })).toEqual({ cancelRequested: false });
+        // A cancel asked for after the claim (through any replica) is what the next dispatch reads.
+        await sessions.requestCancel(ids[1]!, new Date());
+        expect(await sessions.dispatch(ids[1]!, 'b', { workerId: 'w', deadlineAt, afterSequence: 0 })).toEqual({ cancelRequested: true });
         const end = { status: 'succeeded' as const, finishedAt: new Date(), result: { ok: true }, error: null };
         expect(await sessions.finish(ids[2]!, end, 'b')).toBeUndefined();
         expect(await sessions.finish(ids[2]!, end, 'a')).toMatchObject({ status: 'succeeded', result: { ok: true }, workerId: 'w' });

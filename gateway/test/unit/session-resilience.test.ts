@@ -450,3 +450,29 @@ describe('the end of a session', () => {
     expect(finished).toMatchObject({ status: 'failed', error: { code: 'WORKER_LOST' } });
   });
 });
+
+describe('a cancel between claim and dispatch', () => {
+  it('is never lost: the claimed session ends cancelled and never reaches a worker', async () => {
+    const worker = new ControlledWorker('w0');
+    const { service, stores } = harness([worker]);
+    const { session } = await service.enqueue(spec(), alice, { correlationId: 'c' });
+    const claimed = (await stores.sessions.claimNext('test-instance'))!;
+    expect(claimed.session.id).toBe(session.id);
+    // The dispatcher has claimed it and is reading its events when the cancel comes (no relay live here yet).
+    let reading!: () => void;
+    const gate = new Promise<void>((resolve) => (reading = resolve));
+    const lastSequences = stores.events.lastSequences.bind(stores.events);
+    stores.events.lastSequences = async (id, upTo) => {
+      await gate;
+      return lastSequences(id, upTo);
+    };
+    const adopted = service.adopt(claimed, { kind: 'dispatch' });
+    const answer = await service.cancel(session.id, alice, 'cancel');
+    expect(answer.status).toBe('queued');
+    reading();
+    await adopted;
+    await until(() => stores.sessions.rows.get(session.id)?.status === 'cancelled');
+    expect(inferCalls(worker)).toBe(0);
+    expect((await eventsOf(service, session.id)).at(-1)).toMatchObject({ type: 'cancelled', data: { reason: 'cancel-requested' } });
+  });
+});

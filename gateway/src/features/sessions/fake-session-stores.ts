@@ -1,7 +1,7 @@
 import { FakeInstanceStore } from './instance-store.js';
 import type { StoredJob } from './job-request.js';
 import type { SessionStores } from './session-store.js';
-import type { BatchStore, ClaimedSession, SessionEventStore, SessionStore } from './session-store-type.js';
+import type { BatchStore, ClaimedSession, Dispatched, SessionEventStore, SessionStore } from './session-store-type.js';
 import {
   TERMINAL_SESSION_STATUSES,
   type Batch,
@@ -173,15 +173,15 @@ export class FakeSessionStore implements SessionStore {
     return copySession(row);
   }
 
-  async dispatch(id: string, owner: string, target: { workerId: string; deadlineAt: Date; afterSequence: number }): Promise<boolean> {
+  async dispatch(id: string, owner: string, target: { workerId: string; deadlineAt: Date; afterSequence: number }): Promise<Dispatched | null> {
     const row = this.rows.get(id);
     const meta = this.meta.get(id);
-    if (!row || !meta || meta.ownerInstance !== owner || !UNENDED.includes(row.status)) return false;
+    if (!row || !meta || meta.ownerInstance !== owner || !UNENDED.includes(row.status)) return null;
     row.workerId = target.workerId;
     meta.deadlineAt = target.deadlineAt;
     meta.dispatchSequence = target.afterSequence;
     meta.dispatchCount += 1;
-    return true;
+    return { cancelRequested: meta.cancelRequested };
   }
 
   async hasQueued(): Promise<boolean> {

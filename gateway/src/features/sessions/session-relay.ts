@@ -207,7 +207,9 @@ export class SessionRelay {
       if (error instanceof LeftError) return await this.leaveNow(error.message);
       terminal = this.failure(error);
       terminalEvent =
-        terminal.status === 'cancelled' ? { type: 'cancelled', data: { reason: 'client-disconnected' } } : { type: 'error', data: { ...terminal.error! } };
+        terminal.status === 'cancelled'
+          ? { type: 'cancelled', data: { reason: (terminal.result?.reason as string | undefined) ?? 'client-disconnected' } }
+          : { type: 'error', data: { ...terminal.error! } };
     } finally {
       metrics?.sessions.dec({ state: this.status === 'running' ? 'running' : 'queued' });
     }
@@ -267,6 +269,11 @@ export class SessionRelay {
       afterSequence: this.sequence,
     });
     if (!recorded) throw new LeftError('another instance holds the session');
+    // Cancelled before it reached a worker (here, on another replica, or between claim and this relay going live): never sent.
+    if (recorded.cancelRequested || this.cancelRequested) {
+      this.cancelRequested = true;
+      throw new CancelledBeforeStart();
+    }
     this.workerSequence = 0;
     this.stream = callSafely(target.worker.id, 'Infer', () =>
       target.client.infer(toWorkerRequest(this.id, target.deviceId, this.job.spec.job), {
@@ -274,7 +281,6 @@ export class SessionRelay {
         deadlineMs: this.remainingMs(),
       }),
     );
-    if (this.cancelRequested) void this.requestCancel(this.job.correlationId);
   }
 
   private attach(): void {

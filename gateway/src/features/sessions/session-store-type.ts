@@ -1,6 +1,11 @@
 import type { StoredJob } from './job-request.js';
 import type { Batch, BatchStatus, NewSession, Session, SessionEnd, SessionEvent, SessionQuery, SessionStatus, SessionUpdate } from './session-types.js';
 
+/** A dispatch recorded: whether a cancel had been asked for by then. */
+export interface Dispatched {
+  cancelRequested: boolean;
+}
+
 /** A session an instance has just taken to relay, with what it needs to dispatch it. */
 export interface ClaimedSession {
   session: Session;
@@ -34,9 +39,11 @@ export interface SessionStore {
   finish(id: string, end: SessionEnd, owner: string | null): Promise<Session | undefined>;
   /**
    * Record where `owner` sends the job, by when it must end, and the last
-   * event sequence before it; false when `owner` no longer owns it.
+   * event sequence before it; null when `owner` no longer owns it, else
+   * whether a cancel was asked for meanwhile (one made between claim and
+   * dispatch is never lost).
    */
-  dispatch(id: string, owner: string, target: { workerId: string; deadlineAt: Date; afterSequence: number }): Promise<boolean>;
+  dispatch(id: string, owner: string, target: { workerId: string; deadlineAt: Date; afterSequence: number }): Promise<Dispatched | null>;
   /** Whether any session waits in the queue (queued and unowned). */
   hasQueued(): Promise<boolean>;
   /** Take the oldest queued, unowned session (a batch's items at most its concurrency at once). */

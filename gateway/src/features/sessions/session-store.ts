@@ -15,7 +15,7 @@ import { BatchDbStore } from '../batches/batch-store.js';
 import type { StoredJob } from './job-request.js';
 import { InstanceDbStore } from './instance-store.js';
 import { SessionEventDbStore } from './session-event-store.js';
-import type { BatchStore, ClaimedSession, InstanceStore, SessionEventStore, SessionStore } from './session-store-type.js';
+import type { BatchStore, ClaimedSession, Dispatched, InstanceStore, SessionEventStore, SessionStore } from './session-store-type.js';
 import {
   TERMINAL_SESSION_STATUSES,
   type NewSession,
@@ -201,8 +201,8 @@ export class SessionDbStore implements SessionStore {
     return row ? mapRow(row) : undefined;
   }
 
-  async dispatch(id: string, owner: string, target: { workerId: string; deadlineAt: Date; afterSequence: number }): Promise<boolean> {
-    const count = await this.db(TABLE)
+  async dispatch(id: string, owner: string, target: { workerId: string; deadlineAt: Date; afterSequence: number }): Promise<Dispatched | null> {
+    const [row] = (await this.db(TABLE)
       .update({
         worker_id: target.workerId,
         deadline_at: toDbTimestamp(target.deadlineAt),
@@ -210,8 +210,9 @@ export class SessionDbStore implements SessionStore {
         dispatch_count: this.db.raw('dispatch_count + 1'),
       })
       .where({ id, owner_instance: owner })
-      .whereIn('status', UNENDED);
-    return count > 0;
+      .whereIn('status', UNENDED)
+      .returning(['cancel_requested_at'])) as { cancel_requested_at: unknown }[];
+    return row ? { cancelRequested: row.cancel_requested_at !== null } : null;
   }
 
   async hasQueued(): Promise<boolean> {
