@@ -301,13 +301,22 @@ function addedLatency<N extends 'relayed' | 'gateway'>(direct: number[], through
   } as Figures;
 }
 
+/** The gateway's event-loop delay since the last scrape (prom-client resets it on each), in ms. */
+async function eventLoopDelay(gateway: Gateway): Promise<{ p99Ms: number; maxMs: number }> {
+  const text = await (await fetch(`${gateway.url}/metrics`, { headers: { 'x-api-key': ADMIN_KEY } })).text();
+  const value = (name: string) => Number(new RegExp(`^device_ops_gateway_nodejs_eventloop_lag_${name}_seconds (\\S+)$`, 'm').exec(text)?.[1] ?? NaN) * 1000;
+  return { p99Ms: value('p99'), maxMs: value('max') };
+}
+
 async function sseRelay(source: EventSourceWorker, gateway: Gateway, address: string, streams: number, perSecond: number, seconds: number) {
   source.options = { events: perSecond * seconds, intervalMs: 1000 / perSecond };
   const warmup = perSecond; // each stream's first second
   const direct = await directLatencies(source, address, streams, warmup);
+  await eventLoopDelay(gateway); // from here
   const before = cpuMicros(gateway.pid);
   const relayed = await relayedLatencies(source, gateway, streams, warmup);
   const cpu = cpuMicros(gateway.pid) - before;
+  const loop = await eventLoopDelay(gateway);
   for (const list of [direct.all, direct.steady, relayed.all, relayed.steady]) list.sort((a, b) => a - b);
   const expected = streams * perSecond * seconds;
   return {
@@ -318,6 +327,9 @@ async function sseRelay(source: EventSourceWorker, gateway: Gateway, address: st
     ...addedLatency(direct.all, relayed.all, 'relayed'),
     // The same after each stream's first second: what the opening burst of streams adds to the tail.
     steadyAddedP99Ms: percentile(relayed.steady, 99) - percentile(direct.steady, 99),
+    // Where a tail can come from inside the gateway: its event loop held up.
+    eventLoopDelayP99Ms: loop.p99Ms,
+    eventLoopDelayMaxMs: loop.maxMs,
     gatewayCpuMicrosPerEvent: cpu / relayed.all.length,
   };
 }
@@ -618,7 +630,7 @@ async function ablationOnly(address: string): Promise<void> {
 }
 
 async function main(): Promise<void> {
-  if (canPin) spawnSync('taskset', ['-pc', cpus().length > 2 ? `1-${cpus().length - 1}` : '1', String(process.pid)]);
+  if (canPin) spawnSync('taskset', ['-apc', cpus().length > 2 ? `1-${cpus().length - 1}` : '1', String(process.pid)]);
   const source = new EventSourceWorker();
   const address = await source.start();
   if (only === 'ablation') {
@@ -674,6 +686,7 @@ async function main(): Promise<void> {
       ['SSE added latency p50 (ms)', sse.addedP50Ms.toFixed(3), '≤ 0.3', sse.addedP50Ms <= 0.3],
       ['SSE added latency p99 (ms)', sse.addedP99Ms.toFixed(3), '≤ 2', sse.addedP99Ms <= 2],
       ['SSE added p99 after each stream\'s first second (ms)', sse.steadyAddedP99Ms.toFixed(3), '', true],
+      ['SSE run: gateway event-loop delay p99 / max (ms)', `${sse.eventLoopDelayP99Ms.toFixed(1)} / ${sse.eventLoopDelayMaxMs.toFixed(1)}`, '', true],
       ['SSE gateway CPU per event (µs)', sse.gatewayCpuMicrosPerEvent.toFixed(1), '≤ 50', sse.gatewayCpuMicrosPerEvent <= 50],
       ['SSE 200×100/s: events relayed / expected', `${sse200.eventsRelayed} / ${sse200.eventsExpected}`, 'all', sse200.eventsRelayed === sse200.eventsExpected],
       ['SSE 200×100/s added latency p50 / p99 (ms)', `${sse200.addedP50Ms.toFixed(3)} / ${sse200.addedP99Ms.toFixed(3)}`, '', true],
