@@ -1,7 +1,7 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import type { Logger } from '../infra/logger.js';
 import type { GatewayMetrics } from '../infra/metrics.js';
-import { correlationIdOf, logRequest, recordRequest, routeTemplate } from '../http/request-context.js';
+import { correlationIdOf, observeExchange } from '../http/request-context.js';
 import type { LayerName } from './layers.js';
 
 // Every request gets the same one when the context layer is removed: nothing to derive, nothing to echo.
@@ -22,19 +22,7 @@ export function ablatedRequestContext(logger: Logger, metrics: GatewayMetrics | 
     const log = withContext ? logger.child({ correlationId }) : logger;
     req.context = { correlationId, log, principal: null };
     if (withContext) res.setHeader('X-Request-Id', correlationId);
-    if (!withLog && !observed) {
-      next();
-      return;
-    }
-    const started = process.hrtime.bigint();
-    observed?.inFlight.inc();
-    res.once('close', () => {
-      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-      const route = routeTemplate(req);
-      const status = res.writableFinished ? res.statusCode : 499;
-      if (observed) recordRequest(observed, req.method, route, status, seconds);
-      if (withLog) logRequest(log, req, route, status, seconds);
-    });
+    if (withLog || observed) observeExchange(req, res, observed, withLog ? log : null);
     next();
   };
 }

@@ -41,7 +41,7 @@ export function routeTemplate(req: Request): string {
 }
 
 /** The request metrics of an exchange that ended: out of the in-flight gauge, into the histogram and the counter. */
-export function recordRequest(metrics: GatewayMetrics, method: string, route: string, status: number, seconds: number): void {
+function recordRequest(metrics: GatewayMetrics, method: string, route: string, status: number, seconds: number): void {
   metrics.inFlight.dec();
   const labels = { method, route, status_class: statusClass(status) };
   metrics.httpDuration.observe(labels, seconds);
@@ -49,7 +49,7 @@ export function recordRequest(metrics: GatewayMetrics, method: string, route: st
 }
 
 /** The access-log line of an exchange that ended. */
-export function logRequest(log: Logger, req: Request, route: string, status: number, seconds: number): void {
+function logRequest(log: Logger, req: Request, route: string, status: number, seconds: number): void {
   log.info('request', {
     method: req.method,
     route,
@@ -72,15 +72,20 @@ export function requestContext(logger: Logger, metrics?: GatewayMetrics) {
     const log = logger.child({ correlationId });
     req.context = { correlationId, log, principal: null };
     res.setHeader('X-Request-Id', correlationId);
-    const started = process.hrtime.bigint();
-    metrics?.inFlight.inc();
-    res.once('close', () => {
-      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-      const route = routeTemplate(req);
-      const status = res.writableFinished ? res.statusCode : 499;
-      if (metrics) recordRequest(metrics, req.method, route, status, seconds);
-      logRequest(log, req, route, status, seconds);
-    });
+    observeExchange(req, res, metrics, log);
     next();
   };
+}
+
+/** In flight from now; when the exchange ends (finished, or 499 when cut off), its metrics and, given a logger, its access-log line. */
+export function observeExchange(req: Request, res: Response, metrics: GatewayMetrics | undefined, log: Logger | null): void {
+  const started = process.hrtime.bigint();
+  metrics?.inFlight.inc();
+  res.once('close', () => {
+    const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+    const route = routeTemplate(req);
+    const status = res.writableFinished ? res.statusCode : 499;
+    if (metrics) recordRequest(metrics, req.method, route, status, seconds);
+    if (log) logRequest(log, req, route, status, seconds);
+  });
 }
